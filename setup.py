@@ -1,0 +1,44 @@
+"""Packaging for tails-server."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tails_server" / "__init__.py").read_text())[1]
+
+setup(
+    name="tails-server",
+    version=VERSION,
+    description="Publishes and serves AnonCreds / Hyperledger Indy revocation tails files",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["tails_server", "tails_server.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "aiohttp>=3.10,<4",
+        "indy-vdr>=0.4.2,<0.5",
+        "base58>=2.1,<3",
+        "portalocker>=2.7,<5",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "anoncreds>=0.2.3,<0.3",
+            "pyzmq>=25",
+            "pynacl>=1.5",
+            "msgpack>=1.0",
+        ],
+    },
+    entry_points={"console_scripts": ["tails-server=tails_server.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Framework :: aiohttp",
+    ],
+)

@@ -1,0 +1,3 @@
+"""tails-server: publishes and serves AnonCreds / Indy revocation tails files."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,120 @@
+"""The HTTP surface: routes, thin handlers, and the one place errors become responses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from . import __version__
+from .config import Settings
+from .downloads import serve
+from .errors import NotFound, TailsError
+from .ids import RevRegId, TailsHash
+from .ledger import LedgerClient
+from .storage import LocalStorage, StoredFile
+from .uploads import Uploads
+
+LOGGER = logging.getLogger(__name__)
+MAX_MATCH_LENGTH = 512
+
+
+@web.middleware
+async def error_responses(request: web.Request, handler) -> web.StreamResponse:
+    """Turn every TailsError into its status and one-line reason; never leak a traceback."""
+    try:
+        return await handler(request)
+    except TailsError as exc:
+        if request.method == "PUT":  # operators need to see why an upload was refused
+            LOGGER.warning("refused %s %s: %d %s%s", request.method, request.path, exc.status, exc.reason, _detail(exc))
+        return web.Response(status=exc.status, text=exc.reason)
+    except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        LOGGER.exception("unexpected error on %s %s", request.method, request.path)
+        return web.Response(status=500, text="Internal server error.")
+
+
+def _detail(exc: TailsError) -> str:
+    detail = getattr(exc, "detail", None)
+    return f" ({detail})" if detail else ""
+
+
+class TailsRoutes:
+    """One handler per route; each parses its path once and delegates."""
+
+    def __init__(self, storage: LocalStorage, uploads: Uploads) -> None:
+        self.storage = storage
+        self.uploads = uploads
+
+    def table(self) -> list[web.AbstractRouteDef]:
+        """Specific prefixes first; everything else is a registry id (which may contain '/')."""
+        return [
+            web.get("/", self.index, allow_head=True),
+            web.get("/hash/{tails_hash}", self.get_by_hash, allow_head=True),
+            web.put("/hash/{tails_hash}", self.put_by_hash),
+            web.get("/match/{substring:.*}", self.match),
+            web.get("/{rev_reg_id:.+}", self.get_by_id, allow_head=True),
+            web.put("/{rev_reg_id:.+}", self.put_by_id),
+        ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        """Identify the service."""
+        return web.json_response({"service": "tails-server", "version": __version__})
+
+    async def get_by_hash(self, request: web.Request) -> web.StreamResponse:
+        """Download a file by its tails hash."""
+        return _serve_or_404(request, self.storage.find_hash(TailsHash.parse(request.match_info["tails_hash"])))
+
+    async def get_by_id(self, request: web.Request) -> web.StreamResponse:
+        """Download the file published for a registry id."""
+        return _serve_or_404(request, self.storage.find_id(_rev_reg_id(request)))
+
+    async def put_by_hash(self, request: web.Request) -> web.Response:
+        """Upload a file named by its own hash."""
+        tails_hash = TailsHash.parse(request.match_info["tails_hash"])
+        return web.Response(text=str(await self.uploads.put_by_hash(request, tails_hash)))
+
+    async def put_by_id(self, request: web.Request) -> web.Response:
+        """Upload a registry's file, checked against the ledger named by the genesis part."""
+        rev_reg_id = _rev_reg_id(request)
+        return web.Response(text=str(await self.uploads.put_by_id(request, rev_reg_id)))
+
+    async def match(self, request: web.Request) -> web.Response:
+        """Stored registry ids containing a substring (ids only, never server paths)."""
+        substring = request.match_info["substring"][:MAX_MATCH_LENGTH]
+        ids = await asyncio.get_running_loop().run_in_executor(None, self.storage.list_ids)
+        return web.json_response([str(i) for i in ids if substring in str(i)])
+
+
+def _rev_reg_id(request: web.Request) -> RevRegId:
+    """Parse from the raw path, so an encoded '/' (%2F) never acts as a separator."""
+    return RevRegId.from_raw_path(request.rel_url.raw_path[1:])
+
+
+def _serve_or_404(request: web.Request, stored: StoredFile | None) -> web.StreamResponse:
+    if stored is None:
+        raise NotFound("404: Not Found")
+    return serve(request, stored)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Wire storage, ledger and uploads into an application (storage is prepared on startup)."""
+    storage = LocalStorage(settings.storage_path)
+    ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
+    uploads = Uploads(storage, ledger, settings.max_tails_size, settings.max_genesis_size)
+    app = web.Application(middlewares=[error_responses])
+    app.add_routes(TailsRoutes(storage, uploads).table())
+
+    async def startup(_app: web.Application) -> None:
+        LedgerClient.configure(settings.ledger_timeout)
+        storage.prepare()
+        LOGGER.info("storing tails files in %s", storage.root)
+
+    async def cleanup(_app: web.Application) -> None:
+        await ledger.close()
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app

@@ -1,0 +1,83 @@
+"""Settings from command-line flags, falling back to TAILS_SERVER_* environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "TAILS_SERVER_"
+_SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 6543
+    storage_path: Path = Path("tails-files")
+    log_level: str = "INFO"
+    ledger_timeout: float = 8.0
+    max_tails_size: int = 64 << 20
+    max_genesis_size: int = 1 << 20
+    pool_cache_size: int = 16
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1048576', '64MiB', '8M', '512k' (binary units)."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64MiB)")
+    return int(match[1]) * _UNITS[match[2][:1].lower()]
+
+
+def _positive(kind):
+    def convert(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The server's command line; each flag's default comes from its environment variable."""
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="tails-server",
+        description="Publish and serve AnonCreds / Indy revocation tails files. "
+        f"Every option can also be set with an environment variable {ENV_PREFIX}<OPTION>; flags win.",
+    )
+
+    def option(flag: str, help: str, default, **kwargs) -> None:
+        name = flag.lstrip("-").replace("-", "_")
+        var = ENV_PREFIX + name.upper()
+        parser.add_argument(flag, dest=name, default=env.get(var, default), help=f"{help} [env {var}; default %(default)s]", **kwargs)
+
+    option("--host", "Address to listen on; use 0.0.0.0 to accept connections from other hosts.", defaults.host)
+    option("--port", "TCP port to listen on.", defaults.port, type=_positive(int))
+    option("--storage-path", "Directory for tails files; created on start.", str(defaults.storage_path))
+    option("--log-level", "Logging level.", defaults.log_level, type=str.upper, choices=LOG_LEVELS)
+    option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))
+    option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
+    option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
+    option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags (and the environment) into Settings; exits with a usage message on bad input."""
+    parser = build_parser(os.environ if env is None else env)
+    values = vars(parser.parse_args(argv))
+    if values["log_level"] not in LOG_LEVELS:  # argparse checks choices on flags, not on defaults
+        parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
+    values["storage_path"] = Path(values["storage_path"])
+    return Settings(**values)

@@ -1,0 +1,49 @@
+"""Errors a request can end in; the web layer turns each into one HTTP status and a one-line reason."""
+
+from __future__ import annotations
+
+
+class TailsError(Exception):
+    """A failure the client should see: an HTTP status and a one-line, printable reason."""
+
+    status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = one_line(reason)
+
+
+class BadRequest(TailsError):
+    """The request itself is wrong (400)."""
+
+    status = 400
+
+
+class NotFound(TailsError):
+    """Nothing is stored, or the ledger has no such registry (404)."""
+
+    status = 404
+
+
+class Conflict(TailsError):
+    """A verified file is already stored under this name (409); uploaders count it as success."""
+
+    status = 409
+
+
+class PayloadTooLarge(TailsError):
+    """A part of the upload exceeds its configured cap (413)."""
+
+    status = 413
+
+
+class LedgerUnavailable(TailsError):
+    """The ledger could not answer in time or with consensus (503)."""
+
+    status = 503
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Make any text safe for a one-line reason: no control characters, bounded length."""
+    cleaned = "".join(ch if ch.isprintable() else "\\x%02x" % (ord(ch) & 0xFF) for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

@@ -1,0 +1,204 @@
+"""Local POSIX storage: verified files published atomically, never overwritten, never seen partial.
+
+Layout under the storage root:
+  hash/<tailsHash>   the file itself, created with link() from a finished temp file
+  id/<storage name>  a symlink to ../hash/<tailsHash>, one per revocation registry id
+  .tmp/              uploads being received (each flock'ed by its writer while alive)
+  .locks/            lock files that serialise publishers of one name across processes and hosts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import portalocker
+
+from .errors import BadRequest
+from .ids import RevRegId, TailsHash
+
+LOGGER = logging.getLogger(__name__)
+
+LOCK_STRIPES = 64
+HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR = "hash", "id", ".tmp", ".locks"
+
+
+class TempFile:
+    """An upload being received: a new file in the temp directory, flock'ed while its writer lives."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+        self.fd: int | None = fd
+        self.path = Path(name)
+        os.fchmod(fd, 0o644)  # published files are world-readable, like any static file
+        # The lock marks the file as live; a starting server removes only unlocked ones.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of `data` (blocking: call from a worker thread)."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def sync(self) -> None:
+        """Flush the data to stable storage before it may be published."""
+        os.fsync(self.fd)
+
+    def discard(self) -> None:
+        """Close and remove the file; safe to call more than once."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A published file ready to serve: its path and the tails hash that names its content."""
+
+    path: Path
+    tails_hash: TailsHash
+
+
+class LocalStorage:
+    """Tails files in one directory tree, safe to share between processes and hosts with POSIX locks."""
+
+    def __init__(self, root: str | os.PathLike, lock_timeout: float = 60.0) -> None:
+        self.root = Path(root).absolute()
+        self.lock_timeout = lock_timeout
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+
+    def prepare(self) -> int:
+        """Create the layout and remove temp files left by crashed writers; return how many."""
+        for sub in (HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for path in (self.root / TMP_DIR).iterdir():
+            if _remove_if_unlocked(path):
+                removed += 1
+        if removed:
+            LOGGER.info("removed %d unfinished upload(s) left by an earlier crash", removed)
+        return removed
+
+    def temp_file(self) -> TempFile:
+        """A fresh temp file on the same filesystem as the published names."""
+        return TempFile(self.root / TMP_DIR)
+
+    def find_hash(self, tails_hash: TailsHash) -> StoredFile | None:
+        """The file stored under this hash, if any."""
+        path = self.root / HASH_DIR / tails_hash.value
+        return StoredFile(path, tails_hash) if path.is_file() else None
+
+    def find_id(self, rev_reg_id: RevRegId) -> StoredFile | None:
+        """The file published for this registry id, if any (resolved through its symlink)."""
+        try:
+            target = os.readlink(self.root / ID_DIR / rev_reg_id.storage_name)
+        except (FileNotFoundError, OSError):
+            return None
+        prefix = f"../{HASH_DIR}/"
+        if not target.startswith(prefix):
+            return None
+        try:
+            tails_hash = TailsHash.parse(target[len(prefix):])
+        except BadRequest:
+            return None
+        return self.find_hash(tails_hash)
+
+    def list_ids(self) -> list[RevRegId]:
+        """Every registry id with a published file, sorted."""
+        ids = []
+        for entry in os.scandir(self.root / ID_DIR):
+            try:
+                ids.append(RevRegId.from_storage_name(entry.name))
+            except (BadRequest, UnicodeDecodeError):
+                LOGGER.warning("ignoring unexpected entry in the id directory: %r", entry.name)
+        return sorted(ids, key=str)
+
+    async def publish_hash(self, temp: TempFile, tails_hash: TailsHash) -> bool:
+        """Publish a verified temp file under its hash; False if that hash is already stored."""
+        return await self._locked(tails_hash.value, self._link_hash, temp, tails_hash)
+
+    async def publish_id(self, temp: TempFile, rev_reg_id: RevRegId, tails_hash: TailsHash) -> bool:
+        """Publish a verified temp file for a registry id; False if the id already has a file."""
+        return await self._locked(rev_reg_id.value, self._link_id, temp, rev_reg_id, tails_hash)
+
+    async def _locked(self, name: str, action, *args) -> bool:
+        """Run `action` in a worker thread holding the stripe's in-process and file locks.
+
+        POSIX locks belong to a process, so an asyncio.Lock keeps coroutines of one process
+        apart while the file lock keeps processes and hosts apart.
+        """
+        stripe = zlib.crc32(name.encode()) % LOCK_STRIPES
+        async with self._locks[stripe]:
+            return await asyncio.get_running_loop().run_in_executor(None, self._with_file_lock, stripe, action, args)
+
+    def _with_file_lock(self, stripe: int, action, args: tuple) -> bool:
+        lock_path = self.root / LOCK_DIR / f"{stripe:02x}.lock"
+        # Non-blocking tries with a short poll, so a stuck holder elsewhere cannot pin this thread forever.
+        lock = portalocker.Lock(
+            lock_path, mode="a", timeout=self.lock_timeout, check_interval=0.01,
+            flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
+        )
+        with lock:
+            return action(*args)
+
+    def _link_hash(self, temp: TempFile, tails_hash: TailsHash) -> bool:
+        """link() creates the name atomically and fails if it exists: no overwrite, no partial file."""
+        directory = self.root / HASH_DIR
+        try:
+            os.link(temp.path, directory / tails_hash.value)
+        except FileExistsError:
+            return False
+        _fsync_dir(directory)
+        return True
+
+    def _link_id(self, temp: TempFile, rev_reg_id: RevRegId, tails_hash: TailsHash) -> bool:
+        """Make sure the content exists under its hash, then point the id at it."""
+        link = self.root / ID_DIR / rev_reg_id.storage_name
+        if link.is_symlink():
+            return False
+        self._link_hash(temp, tails_hash)  # already there is fine: same verified bytes
+        try:
+            os.symlink(f"../{HASH_DIR}/{tails_hash.value}", link)
+        except FileExistsError:
+            return False
+        _fsync_dir(link.parent)
+        return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a directory entry (the new name) across a power loss."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    """Remove a temp file whose writer is gone (its flock was released when the process died)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+        return True
+    except (BlockingIOError, FileNotFoundError):
+        return False
+    finally:
+        os.close(fd)

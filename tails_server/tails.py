@@ -1,0 +1,84 @@
+"""The tails file format, checked and hashed as the bytes stream in."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from .errors import BadRequest, PayloadTooLarge
+from .ids import TailsHash
+from .storage import TempFile
+
+HEADER = b"\x00\x02"
+RECORD_SIZE = 128
+BATCH = 1 << 20  # hand work to a thread in 1 MiB pieces: large enough that hashlib drops the GIL
+
+BAD_HEADER = 'Tails file must start with "00 02".'
+BAD_SIZE = "Tails file is not the correct size."
+
+
+class TailsReceiver:
+    """Writes one upload to a temp file while hashing it and checking the tails format.
+
+    Hashing and writing run on a worker thread, one batch at a time, while the event loop
+    keeps receiving the next batch; the loop itself never touches the disk or the digest.
+    """
+
+    def __init__(self, temp: TempFile, max_size: int) -> None:
+        self.temp = temp
+        self.max_size = max_size
+        self.size = 0
+        self._head = b""
+        self._sha = hashlib.sha256()
+        self._buffer = bytearray()
+        self._pending: asyncio.Future | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        """Take the next piece of the body; refuse early on a bad header or an oversized file."""
+        if not chunk:
+            return
+        if len(self._head) < len(HEADER):
+            self._head += chunk[: len(HEADER) - len(self._head)]
+            if not HEADER.startswith(self._head):
+                raise BadRequest(BAD_HEADER)
+        self.size += len(chunk)
+        if self.size > self.max_size:
+            raise PayloadTooLarge(f"Tails file is larger than the limit of {self.max_size} bytes.")
+        self._buffer += chunk
+        if len(self._buffer) >= BATCH:
+            await self._flush()
+
+    async def finish(self) -> TailsHash:
+        """Write what is left, check the format, make the file durable and return its hash."""
+        await self._flush()
+        await self._wait()
+        if self.size < len(HEADER):
+            raise BadRequest(BAD_HEADER)
+        if (self.size - len(HEADER)) % RECORD_SIZE:
+            raise BadRequest(BAD_SIZE)
+        await asyncio.get_running_loop().run_in_executor(None, self.temp.sync)
+        return TailsHash.of_digest(self._sha.digest())
+
+    async def abort(self) -> None:
+        """Let a running write finish before the temp file is removed."""
+        try:
+            await self._wait()
+        except Exception:  # the upload is failing anyway; its own error is what the client sees
+            pass
+
+    async def _flush(self) -> None:
+        if not self._buffer:
+            return
+        await self._wait()
+        data, self._buffer = bytes(self._buffer), bytearray()
+        self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume, data)
+
+    async def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    def _consume(self, data: bytes) -> None:
+        """Worker thread: hash and write one batch."""
+        self._sha.update(data)
+        self.temp.write(data)
