@@ -158,12 +158,20 @@ class LedgerClient:
 def _ledger_error(exc: VdrError) -> Exception:
     """Map indy-vdr failures: unreachable or split ledgers are 503, a refused read is 400."""
     if exc.code == VdrErrorCode.POOL_REQUEST_FAILED:
-        return BadRequest(f"Ledger refused the lookup: {exc.extra or exc}")
+        return BadRequest(f"Ledger refused the lookup: {_nack_reason(exc)}")
     if exc.code == VdrErrorCode.POOL_NO_CONSENSUS:
         return LedgerUnavailable("Ledger nodes did not reach consensus.")
     if exc.code == VdrErrorCode.POOL_TIMEOUT:
         return LedgerUnavailable("Ledger did not answer in time.")
     return LedgerUnavailable(f"Ledger lookup failed: {exc}")
+
+
+def _nack_reason(exc: VdrError) -> str:
+    """The nodes' own reason from a REQNACK/REJECT reply, when indy-vdr passes it on."""
+    try:
+        return str(json.loads(exc.extra)["reason"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc)
 
 
 def _tails_hash_of(definition: dict, rev_reg_id: RevRegId) -> TailsHash:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import BadRequest, Conflict, PayloadTooLarge, TailsError
 from .genesis import Genesis
@@ -36,6 +37,8 @@ async def malformed_body_is_bad_request() -> AsyncIterator[None]:
         yield
     except TailsError:
         raise
+    except HttpProcessingError as exc:
+        raise BadRequest(f"Malformed multipart body: {exc.message.strip()}") from None
     except (ValueError, AssertionError, LookupError, RuntimeError, UnicodeError) as exc:
         raise BadRequest(f"Malformed multipart body: {exc}") from None
 

@@ -1,0 +1,87 @@
+"""Real revocation registries and tails files made with anoncreds."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import base58
+import nacl.signing
+from anoncreds import CredentialDefinition, RevocationRegistryDefinition, Schema
+
+
+def did_and_verkey(seed: str) -> tuple[str, str]:
+    """An Indy DID is base58 of the first 16 bytes of the Ed25519 verkey."""
+    verkey = bytes(nacl.signing.SigningKey(seed.encode()).verify_key)
+    return base58.b58encode(verkey[:16]).decode(), base58.b58encode(verkey).decode()
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A registry definition in ledger form, with its tails file."""
+
+    definition: dict
+    tails: bytes
+
+    @property
+    def id(self) -> str:
+        return self.definition["id"]
+
+    @property
+    def tails_hash(self) -> str:
+        return self.definition["value"]["tailsHash"]
+
+    @property
+    def path(self) -> str:
+        """The URL path ACA-Py uses: quote(id, safe=':')."""
+        return "/" + quote(self.id, safe=":")
+
+
+class Issuer:
+    """One issuer DID and revocable credential definition; registries of any size on demand."""
+
+    def __init__(self, seed: str, schema_seq_no: int, tails_dir: Path, schema_version: str = "1.0") -> None:
+        self.seed = seed
+        self.did, self.verkey = did_and_verkey(seed)
+        self.tails_dir = tails_dir
+        self.schema_id = f"{self.did}:2:tails-test:{schema_version}"
+        self.schema = Schema.create("tails-test", schema_version, self.did, ["name", "age"])
+        self.schema_seq_no = schema_seq_no
+        self.cred_def_id = f"{self.did}:3:CL:{schema_seq_no}:default"
+        cred_def, _, _ = CredentialDefinition.create(
+            self.schema_id, self.schema, self.did, "default", "CL", support_revocation=True
+        )
+        self._cred_def = cred_def  # anoncreds form, to make registries
+        self.cred_def = cred_def.to_dict()  # ledger form, to write to a ledger
+        self.cred_def.update({"ver": "1.0", "id": self.cred_def_id, "schemaId": str(schema_seq_no)})
+        self.cred_def.pop("issuerId", None)
+        self._made: dict[int, Registry] = {}
+
+    def registry(self, max_cred_num: int, tag: str | None = None) -> Registry:
+        """A registry with a fresh tag; one real tails file per size, reused across tags."""
+        tag = tag or uuid.uuid4().hex
+        if max_cred_num not in self._made:
+            self._made[max_cred_num] = self._create(max_cred_num, tag)
+        base = copy.deepcopy(self._made[max_cred_num].definition)
+        base.update({"id": f"{self.did}:4:{self.cred_def_id}:CL_ACCUM:{tag}", "tag": tag})
+        return Registry(base, self._made[max_cred_num].tails)
+
+    def create_new(self, max_cred_num: int, tag: str) -> Registry:
+        """A registry with its own new tails file (for writing to a real ledger)."""
+        return self._create(max_cred_num, tag)
+
+    def _create(self, max_cred_num: int, tag: str) -> Registry:
+        definition, _ = RevocationRegistryDefinition.create(
+            self.cred_def_id, self._cred_def, self.did, tag, "CL_ACCUM", max_cred_num,
+            tails_dir_path=str(self.tails_dir),
+        )
+        data = definition.to_dict()
+        data.pop("issuerId", None)
+        data["ver"] = "1.0"
+        data["id"] = f"{self.did}:4:{self.cred_def_id}:CL_ACCUM:{tag}"
+        data["value"]["issuanceType"] = "ISSUANCE_BY_DEFAULT"
+        tails = (self.tails_dir / data["value"]["tailsHash"]).read_bytes()
+        return Registry(data, tails)
