@@ -19,6 +19,9 @@ from .tails import TailsReceiver
 LOGGER = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 18
+# aiohttp's part reader holds back one read to look for the boundary: small reads let a short
+# genesis part through without waiting for the tails bytes behind it.
+GENESIS_READ_SIZE = 1 << 14
 
 # The reference server's exact wording, which clients and test suites match.
 NOT_MULTIPART = "Expected mutlipart content type"
@@ -94,7 +97,7 @@ class Uploads:
     async def _read_genesis(self, part: BodyPartReader) -> bytes:
         """The genesis part, capped: it is held in memory."""
         data = bytearray()
-        while chunk := await part.read_chunk(READ_SIZE):
+        while chunk := await part.read_chunk(GENESIS_READ_SIZE):
             data += chunk
             if len(data) > self.max_genesis_size:
                 raise PayloadTooLarge(f"Genesis part is larger than the limit of {self.max_genesis_size} bytes.")

@@ -1,0 +1,109 @@
+"""GET and HEAD: sendfile with Content-Length, the hash as ETag, Range, 304, no compression, no redirect."""
+
+from __future__ import annotations
+
+import pytest
+from support import random_tails
+
+
+@pytest.fixture
+async def stored(http, server):
+    data, h = random_tails(2000)
+    async with http.put(f"{server.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+    return data, h
+
+
+async def test_headers_of_a_download(http, server, stored):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}", headers={"Accept-Encoding": "gzip, deflate"}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == str(len(data))
+        assert resp.headers["ETag"] == f'"{h}"'
+        assert resp.headers["Content-Type"] == "application/octet-stream"
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert resp.headers["Accept-Ranges"] == "bytes"
+        assert "Last-Modified" in resp.headers
+        assert "Content-Encoding" not in resp.headers
+        assert "Transfer-Encoding" not in resp.headers
+        assert await resp.read() == data
+
+
+async def test_head_has_headers_and_no_body(http, server, stored):
+    data, h = stored
+    async with http.head(f"{server.url}/hash/{h}") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == str(len(data))
+        assert resp.headers["ETag"] == f'"{h}"'
+        assert await resp.read() == b""
+
+
+@pytest.mark.parametrize("spec, expected", [("bytes=0-9", slice(0, 10)), ("bytes=100-", slice(100, None)), ("bytes=-50", slice(-50, None))])
+async def test_range_requests(http, server, stored, spec, expected):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}", headers={"Range": spec}) as resp:
+        assert resp.status == 206
+        body = await resp.read()
+        assert body == data[expected]
+        assert resp.headers["Content-Range"].endswith(f"/{len(data)}")
+
+
+async def test_unsatisfiable_range_is_416(http, server, stored):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}", headers={"Range": f"bytes={len(data) + 10}-"}) as resp:
+        assert resp.status == 416
+
+
+async def test_if_none_match_is_304(http, server, stored):
+    _, h = stored
+    for tag in (f'"{h}"', f'W/"{h}"', "*", f'"other", "{h}"'):
+        async with http.get(f"{server.url}/hash/{h}", headers={"If-None-Match": tag}) as resp:
+            assert resp.status == 304, tag
+            assert resp.headers["ETag"] == f'"{h}"'
+            assert await resp.read() == b""
+    async with http.get(f"{server.url}/hash/{h}", headers={"If-None-Match": '"something-else"'}) as resp:
+        assert resp.status == 200
+
+
+async def test_if_match(http, server, stored):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}", headers={"If-Match": f'"{h}"'}) as resp:
+        assert resp.status == 200 and await resp.read() == data
+    async with http.get(f"{server.url}/hash/{h}", headers={"If-Match": '"nope"'}) as resp:
+        assert resp.status == 412
+
+
+async def test_gz_named_sibling_is_never_served_as_encoding(http, server, ledger, issuer):
+    """FileResponse looks for '<name>.gz' when a client accepts gzip; tails ids may end in '.gz'."""
+    from support import id_upload
+
+    plain, gz = issuer.registry(5, tag="sibling"), issuer.registry(100, tag="sibling.gz")
+    for made in (plain, gz):
+        ledger.publish(made.definition)
+        async with http.put(server.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+            assert resp.status in (200, 409)
+    async with http.get(server.url + plain.path, headers={"Accept-Encoding": "gzip"}) as resp:
+        assert resp.status == 200 and "Content-Encoding" not in resp.headers
+        assert await resp.read() == plain.tails
+        assert resp.headers["ETag"] == f'"{plain.tails_hash}"'
+
+
+async def test_missing_is_404_and_malformed_is_400(http, server):
+    _, h = random_tails(1)
+    async with http.get(f"{server.url}/hash/{h}") as resp:
+        assert resp.status == 404
+    async with http.head(f"{server.url}/hash/{h}") as resp:
+        assert resp.status == 404
+    async with http.get(f"{server.url}/hash/not-a-hash") as resp:
+        assert resp.status == 400
+    async with http.get(f"{server.url}/WgWxqztrNooG92RXvxSTWv:4:WgWxqztrNooG92RXvxSTWv:3:CL:20:t:CL_ACCUM:none") as resp:
+        assert resp.status == 404
+    async with http.get(f"{server.url}/not-an-id") as resp:
+        assert resp.status == 400
+
+
+async def test_no_route_redirects(http, server, stored):
+    _, h = stored
+    for path in (f"/hash/{h}/", f"//hash/{h}", "/hash", "/match", f"/hash//{h}"):
+        async with http.get(server.url + path, allow_redirects=False) as resp:
+            assert not 300 <= resp.status < 400, path

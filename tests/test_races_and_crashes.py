@@ -1,0 +1,119 @@
+"""Races between uploads, downloads racing an upload, and a server killed mid-upload."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+from support import SlowUpload, encode_multipart, id_upload, random_tails, tails_hash, wait_for
+
+UPLOADERS = 8
+
+
+async def test_concurrent_uploads_of_one_id(http, server, ledger, issuer):
+    made = issuer.registry(1000)
+    ledger.publish(made.definition)
+
+    async def upload():
+        async with http.put(server.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+            return resp.status, await resp.text()
+
+    results = await asyncio.gather(*(upload() for _ in range(UPLOADERS)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [409] * (UPLOADERS - 1), results
+    async with http.get(server.url + made.path) as resp:
+        assert tails_hash(await resp.read()) == made.tails_hash
+    assert list((server.storage / ".tmp").iterdir()) == []
+
+
+async def test_concurrent_uploads_of_one_hash(http, server):
+    data, h = random_tails(4096)
+
+    async def upload():
+        async with http.put(f"{server.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+            return resp.status
+
+    statuses = sorted(await asyncio.gather(*(upload() for _ in range(UPLOADERS))))
+    assert statuses == [200] + [409] * (UPLOADERS - 1)
+    assert (server.storage / "hash" / h).read_bytes() == data
+
+
+async def test_get_racing_an_upload_sees_404_or_the_whole_file(http, server, ledger, issuer):
+    made = issuer.registry(1000)
+    ledger.publish(made.definition)
+    body, ctype = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", made.tails)])
+    upload = SlowUpload(server.port, made.path, body, ctype)
+    seen: list[int] = []
+
+    async def reader(stop: asyncio.Event):
+        for _ in range(2000):  # bounded
+            for path in (made.path, f"/hash/{made.tails_hash}"):
+                async with http.get(server.url + path) as resp:
+                    data = await resp.read()
+                    assert resp.status in (200, 404)
+                    if resp.status == 200:
+                        assert data == made.tails
+                    seen.append(resp.status)
+            if stop.is_set():
+                return
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader(stop))
+    await upload.send_first_half()
+    await asyncio.sleep(0.2)
+    status, text = await upload.finish()
+    assert (status, text) == (200, made.tails_hash.encode())
+    await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    assert 404 in seen and seen[-1] == 200
+
+
+async def test_sigkill_mid_upload_leaves_nothing_and_restart_sweeps(new_server, ledger, issuer, http):
+    made = issuer.registry(1000)
+    ledger.publish(made.definition)
+    proc = new_server()
+    body, ctype = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", made.tails)])
+    upload = SlowUpload(proc.port, made.path, body, ctype)
+    await upload.send_first_half()
+    tmp = proc.storage / ".tmp"
+    await wait_for(lambda: any(tmp.iterdir()))  # the server is writing the temp file
+    proc.kill()
+    upload.abandon()
+
+    assert list((proc.storage / "hash").iterdir()) == []
+    assert list((proc.storage / "id").iterdir()) == []
+    assert len(list(tmp.iterdir())) == 1  # the crash left its temp file...
+
+    restarted = new_server(storage=proc.storage)
+    assert list(tmp.iterdir()) == []  # ...and the next start removed it
+    async with http.get(restarted.url + made.path) as resp:
+        assert resp.status == 404
+    async with http.put(restarted.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+        assert resp.status == 200
+    assert (restarted.storage / "id" / quote(made.id, safe=":")).read_bytes() == made.tails
+
+
+async def test_live_temp_files_of_another_server_survive_its_start(new_server, tmp_path, http):
+    """A second instance on the same storage must not delete uploads that are still running."""
+    first = new_server()
+    data, h = random_tails(4096)
+    upload = SlowUpload(first.port, f"/hash/{h}", data, "application/octet-stream")
+    await upload.send_first_half()
+    tmp = first.storage / ".tmp"
+    await wait_for(lambda: any(tmp.iterdir()))
+    new_server(storage=first.storage)
+    assert len(list(tmp.iterdir())) == 1
+    assert await upload.finish() == (200, h.encode())
+    assert (first.storage / "hash" / h).read_bytes() == data
+
+
+async def test_client_disconnect_mid_upload_leaves_no_temp_file(server, http):
+    data, h = random_tails(4096)
+    upload = SlowUpload(server.port, f"/hash/{h}", data, "application/octet-stream")
+    await upload.send_first_half()
+    tmp = server.storage / ".tmp"
+    await wait_for(lambda: any(tmp.iterdir()))
+    upload.abandon()
+    await wait_for(lambda: not any(tmp.iterdir()))
+    assert not (server.storage / "hash" / h).exists()
