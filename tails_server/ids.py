@@ -127,6 +127,7 @@ class RevRegId:
             or not _SEQ_NO.fullmatch(seq_no)
             or not _SEGMENT_TAG.fullmatch(cd_tag)
             or not _SEGMENT_TAG.fullmatch(tag)
+            or {cd_tag, tag} & {".", ".."}  # dot segments: clients rewrite them
             or not _is_did(match["did"])
         ):
             raise _invalid(text)

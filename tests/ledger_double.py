@@ -99,7 +99,8 @@ class LedgerDouble:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         for sock in self._sockets:
             sock.close()
         self.context.term()

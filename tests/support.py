@@ -53,17 +53,23 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "tails_server", *self.args], stdout=log, stderr=log, cwd=self.cwd, env=env)
+        self.wait_until_up(self.url, self.proc, timeout, self.log)
+        return self
+
+    @staticmethod
+    def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30, log=lambda: "") -> None:
+        """Poll GET / until it answers 200 (bounded); fail with the server's log otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log()}")
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=1) as resp:
+                with urllib.request.urlopen(url + "/", timeout=1) as resp:
                     if resp.status == 200:
-                        return self
+                        return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"server did not start: {self.log()}")
+        raise RuntimeError(f"server did not start: {log()}")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs."""
