@@ -36,7 +36,7 @@ def _healthy_ledger(ledger: LedgerDouble) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def issuer(tmp_path_factory: pytest.TempPathFactory) -> Issuer:
-    return Issuer("000000000000000000000000Issuer01", 20, tmp_path_factory.mktemp("tails-made"))
+    return Issuer("000000000000000000000000Issuer01", tmp_path_factory.mktemp("tails-made")).define_cred_def(20)
 
 
 @pytest.fixture

@@ -43,12 +43,19 @@ class Registry:
 class Issuer:
     """One issuer DID and revocable credential definition; registries of any size on demand."""
 
-    def __init__(self, seed: str, schema_seq_no: int, tails_dir: Path, schema_version: str = "1.0") -> None:
+    def __init__(self, seed: str, tails_dir: Path, schema_version: str = "1.0") -> None:
         self.seed = seed
         self.did, self.verkey = did_and_verkey(seed)
         self.tails_dir = tails_dir
         self.schema_id = f"{self.did}:2:tails-test:{schema_version}"
         self.schema = Schema.create("tails-test", schema_version, self.did, ["name", "age"])
+        self._made: dict[int, Registry] = {}
+
+    def schema_for_ledger(self) -> dict:
+        return {**self.schema.to_dict(), "ver": "1.0", "id": self.schema_id}
+
+    def define_cred_def(self, schema_seq_no: int) -> "Issuer":
+        """A revocable cred def on the schema with this ledger sequence number (2-4 s)."""
         self.schema_seq_no = schema_seq_no
         self.cred_def_id = f"{self.did}:3:CL:{schema_seq_no}:default"
         cred_def, _, _ = CredentialDefinition.create(
@@ -58,7 +65,7 @@ class Issuer:
         self.cred_def = cred_def.to_dict()  # ledger form, to write to a ledger
         self.cred_def.update({"ver": "1.0", "id": self.cred_def_id, "schemaId": str(schema_seq_no)})
         self.cred_def.pop("issuerId", None)
-        self._made: dict[int, Registry] = {}
+        return self
 
     def registry(self, max_cred_num: int, tag: str | None = None) -> Registry:
         """A registry with a fresh tag; one real tails file per size, reused across tags."""

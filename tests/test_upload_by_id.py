@@ -10,7 +10,7 @@ from conftest import LEDGER_TIMEOUT
 from ledger_double import DISAGREE, NACK, SILENT, LedgerDouble
 from poison import poison_genesis
 from registries import Issuer, Registry
-from support import hash_upload, id_upload, tails_hash
+from support import hash_upload, id_upload, random_tails, tails_hash
 
 
 async def put(http: aiohttp.ClientSession, server, registry: Registry, genesis: str, tails: bytes | None = None, **kw):
@@ -75,11 +75,12 @@ async def test_not_on_ledger_is_404(http, server, ledger, issuer: Issuer):
     assert not (server.storage / "id").joinpath(quote(never_published.id, safe=":")).exists()
 
 
-async def test_hash_mismatch_is_400(http, server, ledger, issuer: Issuer, registry):
-    other = issuer.registry(100)
-    status, body = await put(http, server, registry, ledger.genesis_text, tails=other.tails)
+async def test_hash_mismatch_is_400(http, server, ledger, registry):
+    other, other_hash = random_tails(10)  # a well-formed tails file, just not this registry's
+    status, body = await put(http, server, registry, ledger.genesis_text, tails=other)
     assert (status, body) == (400, "tailsHash does not match hash of file.")
-    assert not (server.storage / "hash" / other.tails_hash).exists()
+    assert not (server.storage / "hash" / other_hash).exists()
+    assert not (server.storage / "id" / quote(registry.id, safe=":")).exists()
 
 
 @pytest.mark.parametrize(
