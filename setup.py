@@ -26,6 +26,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "pytest-timeout>=2",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",
