@@ -37,10 +37,14 @@ class PayloadTooLarge(TailsError):
     status = 413
 
 
-class LedgerUnavailable(TailsError):
-    """The ledger could not answer in time or with consensus (503)."""
+class Unavailable(TailsError):
+    """A dependency failed us for now; the client may retry (503)."""
 
     status = 503
+
+
+class LedgerUnavailable(Unavailable):
+    """The ledger could not answer in time or with consensus (503)."""
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import portalocker
 
-from .errors import BadRequest
+from .errors import BadRequest, Unavailable
 from .ids import RevRegId, TailsHash
 
 LOGGER = logging.getLogger(__name__)
@@ -149,8 +149,14 @@ class LocalStorage:
             lock_path, mode="a", timeout=self.lock_timeout, check_interval=0.01,
             flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
         )
-        with lock:
+        try:
+            lock.acquire()
+        except portalocker.LockException:
+            raise Unavailable(f"Storage is busy: no lock within {self.lock_timeout:g} s.") from None
+        try:
             return action(*args)
+        finally:
+            lock.release()
 
     def _link_hash(self, temp: TempFile, tails_hash: TailsHash) -> bool:
         """link() creates the name atomically and fails if it exists: no overwrite, no partial file."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BadRequest, Conflict, PayloadTooLarge, TailsError
+from .errors import BadRequest, Conflict, PayloadTooLarge, TailsError, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
@@ -105,20 +105,34 @@ class Uploads:
 
     async def _receive_and_commit(self, read_chunk: ReadChunk, expected: TailsHash, publish) -> TailsHash:
         """Stream to a temp file in storage, verify the hash, publish; the temp file never survives."""
-        temp = self.storage.temp_file()
+        with storage_errors_are_unavailable():
+            temp = self.storage.temp_file()
         receiver = TailsReceiver(temp, self.max_tails_size)
         try:
-            while chunk := await read_chunk(READ_SIZE):
-                await receiver.feed(chunk)
-            actual = await receiver.finish()
-            if actual != expected:
-                raise BadRequest(HASH_MISMATCH)
-            if not await publish(temp, actual):
-                raise Conflict(ALREADY_STORED)
-            return actual
+            with storage_errors_are_unavailable():
+                while chunk := await read_chunk(READ_SIZE):
+                    await receiver.feed(chunk)
+                actual = await receiver.finish()
+                if actual != expected:
+                    raise BadRequest(HASH_MISMATCH)
+                if not await publish(temp, actual):
+                    raise Conflict(ALREADY_STORED)
+                return actual
         finally:
             await receiver.abort()
             temp.discard()
+
+
+@contextmanager
+def storage_errors_are_unavailable() -> Iterator[None]:
+    """A failing disk is not the client's fault: log it, answer 503 so the client retries."""
+    try:
+        yield
+    except ConnectionError:  # the client went away; nothing to answer
+        raise
+    except OSError as exc:
+        LOGGER.error("storage error during upload: %s", exc)
+        raise Unavailable(f"Storage error: {exc.strerror or exc}") from None
 
 
 def _multipart(request: web.Request) -> MultipartReader:

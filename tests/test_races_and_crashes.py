@@ -117,3 +117,19 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(server, http):
     upload.abandon()
     await wait_for(lambda: not any(tmp.iterdir()))
     assert not (server.storage / "hash" / h).exists()
+
+
+async def test_storage_failure_is_503_and_server_recovers(new_server, http):
+    proc = new_server()
+    tmp = proc.storage / ".tmp"
+    tmp.rmdir()
+    tmp.write_text("not a directory")  # every new temp file now fails with ENOTDIR
+    data, h = random_tails(10)
+    headers = {"Content-Type": "application/octet-stream"}
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers=headers) as resp:
+        assert resp.status == 503 and (await resp.text()).startswith("Storage error")
+    assert not (proc.storage / "hash" / h).exists()
+    tmp.unlink()
+    tmp.mkdir()
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers=headers) as resp:
+        assert resp.status == 200
