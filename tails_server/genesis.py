@@ -38,7 +38,7 @@ class Genesis:
     key: str
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Genesis":
+    def parse(cls, raw: bytes) -> Genesis:
         """Decode and check every line; raise InvalidGenesis with a reason on the first fault."""
         try:
             text = raw.decode("utf-8-sig")

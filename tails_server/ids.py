@@ -53,7 +53,7 @@ class TailsHash:
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> "TailsHash":
+    def parse(cls, text: str) -> TailsHash:
         """Accept only the canonical base58 spelling of 32 bytes."""
         if not 32 <= len(text) <= 44 or any(ch not in B58_ALPHABET for ch in text):
             raise BadRequest(f"Tails hash is not valid: {text}.")
@@ -63,7 +63,7 @@ class TailsHash:
         return cls(text)
 
     @classmethod
-    def of_digest(cls, digest: bytes) -> "TailsHash":
+    def of_digest(cls, digest: bytes) -> TailsHash:
         """The hash of a sha256 digest."""
         return cls(base58.b58encode(digest).decode())
 
@@ -87,18 +87,18 @@ class RevRegId:
         return quote(self.value, safe=":")
 
     @classmethod
-    def from_storage_name(cls, name: str) -> "RevRegId":
+    def from_storage_name(cls, name: str) -> RevRegId:
         """Invert `storage_name`, re-validating the result."""
         return cls.parse(unquote(name, errors="strict"))
 
     @classmethod
-    def from_raw_path(cls, raw_path: str) -> "RevRegId":
+    def from_raw_path(cls, raw_path: str) -> RevRegId:
         """Parse the still percent-encoded request path (without its leading slash)."""
         segments = [_decode_segment(seg, raw_path) for seg in raw_path.split("/")]
         return cls.parse("/".join(segments), _segments=segments)
 
     @classmethod
-    def parse(cls, text: str, _segments: list[str] | None = None) -> "RevRegId":
+    def parse(cls, text: str, _segments: list[str] | None = None) -> RevRegId:
         """Parse a decoded id; `_segments` keeps an encoded `/` apart from a literal one."""
         segments = _segments if _segments is not None else text.split("/")
         if len(text) > MAX_ID_LENGTH or not text.isprintable():
@@ -117,7 +117,7 @@ class RevRegId:
         return parsed
 
     @classmethod
-    def _parse_did_indy(cls, text: str, segments: list[str]) -> "RevRegId":
+    def _parse_did_indy(cls, text: str, segments: list[str]) -> RevRegId:
         """did:indy:NS:DID/anoncreds/v0/REV_REG_DEF/SEQ/CD_TAG/TAG maps to the legacy ledger id."""
         prefix, anoncreds, v0, kind, seq_no, cd_tag, tag = segments
         match = DID_INDY_PREFIX.fullmatch(prefix)

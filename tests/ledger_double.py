@@ -93,7 +93,7 @@ class LedgerDouble:
             "ver": "1",
         }
 
-    def start(self) -> "LedgerDouble":
+    def start(self) -> LedgerDouble:
         self._thread.start()
         return self
 

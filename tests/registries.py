@@ -54,7 +54,7 @@ class Issuer:
     def schema_for_ledger(self) -> dict:
         return {**self.schema.to_dict(), "ver": "1.0", "id": self.schema_id}
 
-    def define_cred_def(self, schema_seq_no: int) -> "Issuer":
+    def define_cred_def(self, schema_seq_no: int) -> Issuer:
         """A revocable cred def on the schema with this ledger sequence number (2-4 s)."""
         self.schema_seq_no = schema_seq_no
         self.cred_def_id = f"{self.did}:3:CL:{schema_seq_no}:default"

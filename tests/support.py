@@ -49,7 +49,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "ServerProcess":
+    def start(self, timeout: float = 30) -> ServerProcess:
         log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "tails_server", *self.args], stdout=log, stderr=log, cwd=self.cwd, env=env)
