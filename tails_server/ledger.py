@@ -83,6 +83,9 @@ class LedgerClient:
         except VdrError as exc:
             self._drop(key)
             raise _ledger_error(exc) from None
+        except (LookupError, TypeError, ValueError):  # the wrapper's own decoding of the reply
+            self._drop(key)
+            raise LedgerUnavailable("Ledger returned a malformed reply.") from None
         data = reply.get("data") if isinstance(reply, dict) else None
         if isinstance(data, str):
             try:
@@ -176,7 +179,9 @@ def _nack_reason(exc: VdrError) -> str:
 
 def _tails_hash_of(definition: dict, rev_reg_id: RevRegId) -> TailsHash:
     """Extract and check the definition's tailsHash."""
-    value = definition.get("value") if isinstance(definition, dict) else None
+    if not isinstance(definition, dict):
+        raise LedgerUnavailable("Ledger returned a malformed definition.")
+    value = definition.get("value")
     tails_hash = value.get("tailsHash") if isinstance(value, dict) else None
     if definition.get("id") not in (None, rev_reg_id.ledger_id) or not isinstance(tails_hash, str):
         raise LedgerUnavailable("Ledger returned a malformed definition.")

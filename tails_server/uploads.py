@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BadRequest, Conflict, PayloadTooLarge, TailsError, Unavailable
+from .errors import BadRequest, Conflict, PayloadTooLarge, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
@@ -33,17 +33,41 @@ ALREADY_STORED = "This tails file already exists."
 ReadChunk = Callable[[int], Awaitable[bytes]]
 
 
-@asynccontextmanager
-async def malformed_body_is_bad_request() -> AsyncIterator[None]:
+@contextmanager
+def malformed_body_is_bad_request() -> Iterator[None]:
     """aiohttp's multipart parser reports broken bodies with assorted exceptions: make them 400s."""
     try:
         yield
-    except TailsError:
-        raise
     except HttpProcessingError as exc:
         raise BadRequest(f"Malformed multipart body: {exc.message.strip()}") from None
     except (ValueError, AssertionError, LookupError, RuntimeError, UnicodeError) as exc:
         raise BadRequest(f"Malformed multipart body: {exc}") from None
+
+
+class MultipartBody:
+    """A request's multipart parts, read so that only parse errors of the body become 400s."""
+
+    def __init__(self, request: web.Request) -> None:
+        if not request.content_type.startswith("multipart/"):
+            raise BadRequest(NOT_MULTIPART)
+        with malformed_body_is_bad_request():
+            self._reader = MultipartReader(request.headers, request.content)
+
+    async def next_part(self) -> BodyPartReader | None:
+        """The next plain part (a nested multipart counts as none)."""
+        with malformed_body_is_bad_request():
+            part = await self._reader.next()
+        return part if isinstance(part, BodyPartReader) else None
+
+    @staticmethod
+    def chunks(part: BodyPartReader) -> ReadChunk:
+        """The part's bytes, one chunk per call, b"" at its end."""
+
+        async def read_chunk(size: int) -> bytes:
+            with malformed_body_is_bad_request():
+                return await part.read_chunk(size)
+
+        return read_chunk
 
 
 class Uploads:
@@ -57,47 +81,46 @@ class Uploads:
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
         """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash."""
-        async with malformed_body_is_bad_request():
-            reader = _multipart(request)
-            part = await reader.next()
-            if not isinstance(part, BodyPartReader) or part.name != "genesis":
-                raise BadRequest(FIRST_NOT_GENESIS)
-            # Refuse early, before the ledger and before the tails bytes.
-            if self.storage.find_id(rev_reg_id):
-                raise Conflict(ALREADY_STORED)
-            genesis = Genesis.parse(await self._read_genesis(part))
-            expected = await self.ledger.tails_hash(genesis, rev_reg_id)
-            part = await reader.next()
-            if not isinstance(part, BodyPartReader) or part.name != "tails":
-                raise BadRequest(SECOND_NOT_TAILS)
-            return await self._receive_and_commit(
-                part.read_chunk,
-                expected,
-                lambda temp, actual: self.storage.publish_id(temp, rev_reg_id, actual),
-            )
+        body = MultipartBody(request)
+        part = await body.next_part()
+        if part is None or part.name != "genesis":
+            raise BadRequest(FIRST_NOT_GENESIS)
+        # Refuse early, before the ledger and before the tails bytes.
+        if self.storage.find_id(rev_reg_id):
+            raise Conflict(ALREADY_STORED)
+        genesis = Genesis.parse(await self._read_genesis(body.chunks(part)))
+        expected = await self.ledger.tails_hash(genesis, rev_reg_id)
+        part = await body.next_part()
+        if part is None or part.name != "tails":
+            raise BadRequest(SECOND_NOT_TAILS)
+        return await self._receive_and_commit(
+            body.chunks(part),
+            expected,
+            lambda temp, actual: self.storage.publish_id(temp, rev_reg_id, actual),
+        )
 
     async def put_by_hash(self, request: web.Request, tails_hash: TailsHash) -> TailsHash:
         """The first multipart part (any name, as the reference) or a raw body (`curl -T`)."""
         if self.storage.find_hash(tails_hash):
             raise Conflict(ALREADY_STORED)
-        async with malformed_body_is_bad_request():
-            if request.content_type.startswith("multipart/"):
-                part = await _multipart(request).next()
-                if not isinstance(part, BodyPartReader):
-                    raise BadRequest("Expected one part holding the tails file.")
-                read_chunk: ReadChunk = part.read_chunk
-            else:
-                read_chunk = request.content.read
-            return await self._receive_and_commit(
-                read_chunk,
-                tails_hash,
-                lambda temp, actual: self.storage.publish_hash(temp, actual),
-            )
+        if request.content_type.startswith("multipart/"):
+            body = MultipartBody(request)
+            part = await body.next_part()
+            if part is None:
+                raise BadRequest("Expected one part holding the tails file.")
+            read_chunk = body.chunks(part)
+        else:
+            read_chunk = request.content.read
+        return await self._receive_and_commit(
+            read_chunk,
+            tails_hash,
+            lambda temp, actual: self.storage.publish_hash(temp, actual),
+        )
 
-    async def _read_genesis(self, part: BodyPartReader) -> bytes:
+    async def _read_genesis(self, read_chunk: ReadChunk) -> bytes:
         """The genesis part, capped: it is held in memory."""
         data = bytearray()
-        while chunk := await part.read_chunk(GENESIS_READ_SIZE):
+        while chunk := await read_chunk(GENESIS_READ_SIZE):
             data += chunk
             if len(data) > self.max_genesis_size:
                 raise PayloadTooLarge(f"Genesis part is larger than the limit of {self.max_genesis_size} bytes.")
@@ -133,10 +156,3 @@ def storage_errors_are_unavailable() -> Iterator[None]:
     except OSError as exc:
         LOGGER.error("storage error during upload: %s", exc)
         raise Unavailable(f"Storage error: {exc.strerror or exc}") from None
-
-
-def _multipart(request: web.Request) -> MultipartReader:
-    """A multipart reader, or the reference's 400 for any other (or no) content type."""
-    if not request.content_type.startswith("multipart/"):
-        raise BadRequest(NOT_MULTIPART)
-    return MultipartReader(request.headers, request.content)

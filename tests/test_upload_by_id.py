@@ -210,3 +210,13 @@ async def test_uploaded_by_hash_first_then_by_id(http, server, ledger, registry)
     async with http.put(f"{server.url}/hash/{registry.tails_hash}", data=hash_upload(registry.tails)) as resp:
         assert resp.status in (200, 409)  # another test may have stored this size already
     assert await put(http, server, registry, ledger.genesis_text) == (200, registry.tails_hash)
+
+
+@pytest.mark.parametrize("value", [{"tailsHash": "not base58 at all"}, {}, "a string", None])
+async def test_malformed_definition_on_ledger_is_503(http, server, ledger, issuer: Issuer, value):
+    made = issuer.registry(5)
+    broken = {**made.definition, "value": value} if value is not None else {**made.definition, "id": made.id + "x"}
+    ledger.definitions[made.id] = broken
+    status, body = await put(http, server, made, ledger.genesis_text)
+    assert status == 503 and "malformed" in body
+    assert not (server.storage / "id" / quote(made.id, safe=":")).exists()
