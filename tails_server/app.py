@@ -65,11 +65,11 @@ class TailsRoutes:
 
     async def get_by_hash(self, request: web.Request) -> web.StreamResponse:
         """Download a file by its tails hash."""
-        return _serve_or_404(request, self.storage.find_hash(TailsHash.parse(request.match_info["tails_hash"])))
+        return _serve_or_404(self.storage.open_hash(TailsHash.parse(request.match_info["tails_hash"])))
 
     async def get_by_id(self, request: web.Request) -> web.StreamResponse:
         """Download the file published for a registry id."""
-        return _serve_or_404(request, self.storage.find_id(_rev_reg_id(request)))
+        return _serve_or_404(self.storage.open_id(_rev_reg_id(request)))
 
     async def put_by_hash(self, request: web.Request) -> web.Response:
         """Upload a file named by its own hash."""
@@ -93,10 +93,10 @@ def _rev_reg_id(request: web.Request) -> RevRegId:
     return RevRegId.from_raw_path(request.rel_url.raw_path[1:])
 
 
-def _serve_or_404(request: web.Request, stored: StoredFile | None) -> web.StreamResponse:
+def _serve_or_404(stored: StoredFile | None) -> web.StreamResponse:
     if stored is None:
         raise NotFound("404: Not Found")
-    return serve(request, stored)
+    return serve(stored)
 
 
 def create_app(settings: Settings) -> web.Application:

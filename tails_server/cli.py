@@ -7,23 +7,46 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, logs
 from .app import create_app
-from .config import load_settings
+from .config import Settings, load_settings
+from .workers import Supervisor
 
 LOGGER = logging.getLogger("tails_server")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until interrupted."""
+    """Run the server (one process, or a supervisor and its workers) until interrupted."""
     settings = load_settings(argv)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers == 1:
+        logs.configure(settings.log_level)
+        _announce(settings)
+        _serve(settings)
+        return 0
+    logging.basicConfig(level=settings.log_level, format=logs.FORMAT)  # no threads before fork()
+    _announce(settings)
+    return Supervisor(settings.workers, lambda: _worker(settings)).run()
+
+
+def _announce(settings: Settings) -> None:
     LOGGER.info(
-        "tails-server %s on http://%s:%d (uploads by registry id are checked on the ledger the "
-        "uploader's genesis names, as the reference server does)",
-        __version__,
-        settings.host,
-        settings.port,
+        "tails-server %s on http://%s:%d with %d worker(s); uploads by registry id are checked on "
+        "the ledger the uploader's genesis names, as the reference server does",
+        __version__, settings.host, settings.port, settings.workers,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
-    return 0
+
+
+def _worker(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1,
+        access_log_class=logs.AccessLogger,
+        print=None,
+    )

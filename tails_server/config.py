@@ -27,6 +27,7 @@ class Settings:
     max_tails_size: int = 64 << 20
     max_genesis_size: int = 1 << 20
     pool_cache_size: int = 16
+    workers: int = 1
 
 
 def parse_size(text: str) -> int:
@@ -69,6 +70,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
+    option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
     return parser
 

@@ -1,62 +1,137 @@
-"""Serve stored tails files through aiohttp's FileResponse (sendfile, Range), with the tails hash as ETag."""
+"""Send stored tails files: conditional requests, Range and sendfile, done once for every route.
+
+aiohttp's FileResponse would do the same, but it stats and opens each file on a worker thread,
+tags files by mtime and size, and looks for "<name>.gz" siblings when a client accepts gzip.
+Tails files are immutable and named by their hash, so this response opens them on the event
+loop (page-cached metadata, microseconds), uses the hash as a strong ETag, never compresses,
+and hands the bytes to the kernel with sendfile.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from email.utils import formatdate
+
 from aiohttp import ETag, hdrs, web
-from multidict import CIMultiDict
 
 from .storage import StoredFile
 
 CACHE_FOREVER = "public, max-age=31536000, immutable"
-# Conditional headers we answer ourselves (against the hash ETag), and Accept-Encoding, which
-# must not make FileResponse look for a sibling "<name>.gz": tails data is sent as is.
-_HANDLED_HERE = frozenset(h.lower() for h in (hdrs.IF_NONE_MATCH, hdrs.IF_MATCH, hdrs.ACCEPT_ENCODING))
+FALLBACK_CHUNK = 1 << 18
+# Below this, one pread() and one socket write cost less than the event loop's sendfile dance
+# (register the socket, wait for writability, unregister). Both read page-cached data inline.
+SMALL_BODY = 1 << 18
 
 
-class TailsFileResponse(web.FileResponse):
-    """A FileResponse whose ETag is always the tails hash: immutable content, content-derived tag."""
+class TailsFileResponse(web.StreamResponse):
+    """200, 206, 304, 412 or 416 for one opened stored file, which it always closes."""
 
     def __init__(self, stored: StoredFile) -> None:
-        super().__init__(
-            stored.path,
-            headers={
-                hdrs.CONTENT_TYPE: "application/octet-stream",
-                hdrs.CACHE_CONTROL: CACHE_FOREVER,
-            },
-        )
-        self._tails_etag = stored.tails_hash.value
+        super().__init__()
+        self.stored = stored
 
     async def prepare(self, request: web.BaseRequest):
-        """Let FileResponse see only the headers it should act on (see _HANDLED_HERE)."""
+        """Decide the status from the request's conditions, then send headers and bytes."""
         if self.prepared:  # aiohttp calls prepare() again on a response a handler prepared
-            return await web.StreamResponse.prepare(self, request)
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HANDLED_HERE)
-        if request.if_none_match is not None:  # it overrides If-Modified-Since (RFC 9110 13.1.3)
-            headers.popall(hdrs.IF_MODIFIED_SINCE, None)
-        return await super().prepare(request.clone(headers=headers))
+            return await super().prepare(request)
+        try:
+            return await self._send(request)
+        finally:
+            self.stored.file.close()
 
-    @property
-    def etag(self) -> ETag | None:
-        return super().etag
+    async def _send(self, request: web.BaseRequest):
+        stored = self.stored
+        tag = stored.tails_hash.value
+        self.headers[hdrs.ETAG] = f'"{tag}"'
+        self.headers[hdrs.CACHE_CONTROL] = CACHE_FOREVER
+        self.headers[hdrs.LAST_MODIFIED] = formatdate(stored.mtime, usegmt=True)
+        if (if_match := request.if_match) is not None and not _matches(tag, if_match, weak=False):
+            return await self._empty(request, 412)
+        if_none_match = request.if_none_match
+        if if_none_match is not None:
+            if _matches(tag, if_none_match, weak=True):
+                return await self._empty(request, 304)
+        elif (since := request.if_modified_since) is not None and int(stored.mtime) <= since.timestamp():
+            return await self._empty(request, 304)
 
-    @etag.setter
-    def etag(self, value: object) -> None:
-        # FileResponse derives a tag from mtime and size; ours names the content instead.
-        web.StreamResponse.etag.fset(self, self._tails_etag)  # type: ignore[attr-defined]
+        offset, count = 0, stored.size
+        byte_range = _requested_range(request, tag, stored.mtime)
+        if byte_range is not None:
+            start, stop = byte_range.start, byte_range.stop
+            if start is not None and start < 0:  # a suffix: the last -start bytes
+                start = max(0, stored.size + start)
+            if start is None or start >= stored.size:
+                self.headers[hdrs.CONTENT_RANGE] = f"bytes */{stored.size}"
+                return await self._empty(request, 416)
+            offset, count = start, min(stop if stop is not None else stored.size, stored.size) - start
+            self.set_status(206)
+            self.headers[hdrs.CONTENT_RANGE] = f"bytes {offset}-{offset + count - 1}/{stored.size}"
+
+        self.content_type = "application/octet-stream"
+        self.content_length = count
+        self.headers[hdrs.ACCEPT_RANGES] = "bytes"
+        writer = await super().prepare(request)
+        if count and request.method != hdrs.METH_HEAD:
+            await self._sendfile(request, writer, offset, count)
+        await super().write_eof()
+        return writer
+
+    async def _empty(self, request: web.BaseRequest, status: int):
+        self.set_status(status)
+        if status != 304:
+            self.content_length = 0
+        return await super().prepare(request)
+
+    async def _sendfile(self, request: web.BaseRequest, writer, offset: int, count: int) -> None:
+        """The kernel copies file to socket; loops without native sendfile get chunked writes."""
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("Connection lost")
+        if count <= SMALL_BODY:
+            await writer.write(os.pread(self.stored.file.fileno(), count, offset))
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sendfile(transport, self.stored.file, offset, count, fallback=False)
+            return
+        except (NotImplementedError, asyncio.SendfileNotAvailableError):
+            pass
+        position = offset
+        while position < offset + count:
+            size = min(FALLBACK_CHUNK, offset + count - position)
+            chunk = await loop.run_in_executor(None, _pread, self.stored.file, size, position)
+            if not chunk:
+                break
+            await writer.write(chunk)
+            position += len(chunk)
 
 
-def serve(request: web.Request, stored: StoredFile) -> web.StreamResponse:
-    """Answer GET/HEAD for a stored file: 304/412 on conditional headers, else 200 or 206."""
-    tag = stored.tails_hash.value
-    if_none_match = request.if_none_match
-    if if_none_match is not None and _matches(tag, if_none_match, weak=True):
-        return web.Response(status=304, headers={hdrs.ETAG: f'"{tag}"', hdrs.CACHE_CONTROL: CACHE_FOREVER})
-    if_match = request.if_match
-    if if_match is not None and not _matches(tag, if_match, weak=False):
-        return web.Response(status=412, text="ETag does not match.")
+def serve(stored: StoredFile) -> web.StreamResponse:
+    """The response for GET/HEAD of a stored file."""
     return TailsFileResponse(stored)
+
+
+def _requested_range(request: web.BaseRequest, tag: str, mtime: float) -> slice | None:
+    """The single byte range asked for, if any and if If-Range still holds; unparseable = none."""
+    if hdrs.RANGE not in request.headers:
+        return None
+    if_range = request.headers.get(hdrs.IF_RANGE)
+    if if_range is not None:
+        valid_tag = if_range.strip() == f'"{tag}"'
+        valid_date = (date := request.if_range) is not None and int(mtime) <= date.timestamp()
+        if not (valid_tag or valid_date):
+            return None
+    try:
+        return request.http_range
+    except ValueError:
+        return None
 
 
 def _matches(tag: str, etags: tuple[ETag, ...], *, weak: bool) -> bool:
     """RFC 9110 comparison of our (strong) tag against a list from If-Match / If-None-Match."""
     return any(e.value in ("*", tag) and (weak or not e.is_weak) for e in etags)
+
+
+def _pread(file, size: int, position: int) -> bytes:
+    return os.pread(file.fileno(), size, position)

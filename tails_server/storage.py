@@ -18,6 +18,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import portalocker
 
@@ -64,9 +65,11 @@ class TempFile:
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A published file ready to serve: its path and the tails hash that names its content."""
+    """A published file opened for reading, with what a response needs to describe it."""
 
-    path: Path
+    file: BinaryIO
+    size: int
+    mtime: float
     tails_hash: TailsHash
 
 
@@ -94,25 +97,45 @@ class LocalStorage:
         """A fresh temp file on the same filesystem as the published names."""
         return TempFile(self.root / TMP_DIR)
 
-    def find_hash(self, tails_hash: TailsHash) -> StoredFile | None:
-        """The file stored under this hash, if any."""
-        path = self.root / HASH_DIR / tails_hash.value
-        return StoredFile(path, tails_hash) if path.is_file() else None
+    def has_hash(self, tails_hash: TailsHash) -> bool:
+        """Whether a file is stored under this hash."""
+        return (self.root / HASH_DIR / tails_hash.value).is_file()
 
-    def find_id(self, rev_reg_id: RevRegId) -> StoredFile | None:
-        """The file published for this registry id, if any (resolved through its symlink)."""
+    def has_id(self, rev_reg_id: RevRegId) -> bool:
+        """Whether a file is published for this registry id."""
+        return self._target(rev_reg_id) is not None
+
+    def open_hash(self, tails_hash: TailsHash) -> StoredFile | None:
+        """Open the file stored under this hash (the caller closes it), or None.
+
+        Opened on the calling thread: for a page-cached directory that is a few microseconds,
+        cheaper than a hop to a worker thread.
+        """
+        try:
+            file = open(self.root / HASH_DIR / tails_hash.value, "rb", buffering=0)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        st = os.fstat(file.fileno())
+        return StoredFile(file, st.st_size, st.st_mtime, tails_hash)
+
+    def open_id(self, rev_reg_id: RevRegId) -> StoredFile | None:
+        """Open the file published for this registry id (the caller closes it), or None."""
+        tails_hash = self._target(rev_reg_id)
+        return self.open_hash(tails_hash) if tails_hash else None
+
+    def _target(self, rev_reg_id: RevRegId) -> TailsHash | None:
+        """The hash an id's symlink points at; anything unexpected counts as absent."""
         try:
             target = os.readlink(self.root / ID_DIR / rev_reg_id.storage_name)
-        except (FileNotFoundError, OSError):
+        except OSError:
             return None
         prefix = f"../{HASH_DIR}/"
         if not target.startswith(prefix):
             return None
         try:
-            tails_hash = TailsHash.parse(target[len(prefix):])
+            return TailsHash.parse(target[len(prefix):])
         except BadRequest:
             return None
-        return self.find_hash(tails_hash)
 
     def list_ids(self) -> list[RevRegId]:
         """Every registry id with a published file, sorted."""

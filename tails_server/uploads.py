@@ -86,7 +86,7 @@ class Uploads:
         if part is None or part.name != "genesis":
             raise BadRequest(FIRST_NOT_GENESIS)
         # Refuse early, before the ledger and before the tails bytes.
-        if self.storage.find_id(rev_reg_id):
+        if self.storage.has_id(rev_reg_id):
             raise Conflict(ALREADY_STORED)
         genesis = Genesis.parse(await self._read_genesis(body.chunks(part)))
         expected = await self.ledger.tails_hash(genesis, rev_reg_id)
@@ -101,7 +101,7 @@ class Uploads:
 
     async def put_by_hash(self, request: web.Request, tails_hash: TailsHash) -> TailsHash:
         """The first multipart part (any name, as the reference) or a raw body (`curl -T`)."""
-        if self.storage.find_hash(tails_hash):
+        if self.storage.has_hash(tails_hash):
             raise Conflict(ALREADY_STORED)
         if request.content_type.startswith("multipart/"):
             body = MultipartBody(request)
