@@ -27,6 +27,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2",
+            "psutil>=5",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",

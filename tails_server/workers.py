@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 LOGGER = logging.getLogger(__name__)
-EARLY_EXIT = 3.0  # a worker that dies this soon after starting is misconfigured: give up
+EARLY_EXIT = 3.0  # a worker that fails (exit status > 0) this soon is misconfigured: give up
 
 
 class Supervisor:
@@ -38,7 +38,7 @@ class Supervisor:
             for index, (proc, started) in enumerate(self._workers):
                 if proc.is_alive() or self._stopping:
                     continue
-                if time.monotonic() - started < EARLY_EXIT:
+                if proc.exitcode and proc.exitcode > 0 and time.monotonic() - started < EARLY_EXIT:
                     LOGGER.error("worker %d exited with %s right after starting; stopping", proc.pid, proc.exitcode)
                     self._stopping, status = True, 1
                     break

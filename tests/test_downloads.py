@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from support import random_tails
 
@@ -107,3 +109,44 @@ async def test_no_route_redirects(http, server, stored):
     for path in (f"/hash/{h}/", f"//hash/{h}", "/hash", "/match", f"/hash//{h}"):
         async with http.get(server.url + path, allow_redirects=False) as resp:
             assert not 300 <= resp.status < 400, path
+
+
+async def test_if_modified_since_and_if_range(http, server, stored):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}") as resp:
+        last_modified = resp.headers["Last-Modified"]
+    async with http.get(f"{server.url}/hash/{h}", headers={"If-Modified-Since": last_modified}) as resp:
+        assert resp.status == 304
+    async with http.get(f"{server.url}/hash/{h}", headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}) as resp:
+        assert resp.status == 200 and await resp.read() == data
+    for if_range, status in ((f'"{h}"', 206), ('"stale"', 200), (last_modified, 206), ("Mon, 01 Jan 2001 00:00:00 GMT", 200)):
+        async with http.get(f"{server.url}/hash/{h}", headers={"Range": "bytes=0-99", "If-Range": if_range}) as resp:
+            assert resp.status == status, if_range
+            assert await resp.read() == (data[:100] if status == 206 else data)
+
+
+@pytest.mark.parametrize("spec", ["bytes=abc", "items=0-1", "bytes=5-1"])
+async def test_unparseable_range_is_ignored(http, server, stored, spec):
+    data, h = stored
+    async with http.get(f"{server.url}/hash/{h}", headers={"Range": spec}) as resp:
+        assert resp.status == 200 and await resp.read() == data
+
+
+async def test_large_file_goes_through_sendfile(http, server):
+    data, h = random_tails(16384)  # 2 MiB: above the single-write size
+    async with http.put(f"{server.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+    async with http.get(f"{server.url}/hash/{h}") as resp:
+        assert resp.headers["Content-Length"] == str(len(data)) and await resp.read() == data
+    async with http.get(f"{server.url}/hash/{h}", headers={"Range": "bytes=1000000-"}) as resp:
+        assert resp.status == 206 and await resp.read() == data[1000000:]
+
+
+async def test_each_request_gets_one_access_line(http, server, stored):
+    _, h = stored
+    marker = f"/hash/{h}?access-line-check"
+    async with http.get(server.url + marker) as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.5)  # access lines are flushed in batches
+    lines = [line for line in server.log().splitlines() if marker in line]
+    assert len(lines) == 1 and " 200 " in lines[0] and "ACCESS" in lines[0]
