@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from .uploads import Uploads
 
 LOGGER = logging.getLogger(__name__)
 MAX_MATCH_LENGTH = 512
+WORKER_THREADS = 32
 
 
 @web.middleware
@@ -108,6 +110,9 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(TailsRoutes(storage, uploads).table())
 
     async def startup(_app: web.Application) -> None:
+        # Worker threads hash, write and fsync uploads and wait on locks: enough of them that a
+        # few slow fsyncs never stall the hashing of other uploads.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "tails-io"))
         LedgerClient.configure(settings.ledger_timeout)
         storage.prepare()
         LOGGER.info("storing tails files in %s", storage.root)

@@ -10,6 +10,7 @@ Layout under the storage root:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -28,6 +29,7 @@ from .ids import RevRegId, TailsHash
 LOGGER = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
+IOV_MAX = 1024
 HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR = "hash", "id", ".tmp", ".locks"
 
 
@@ -42,15 +44,21 @@ class TempFile:
         # The lock marks the file as live; a starting server removes only unlocked ones.
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of `data` (blocking: call from a worker thread)."""
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+    def write_all(self, chunks: list[bytes]) -> None:
+        """Write every chunk, in order, with as few system calls as the kernel allows (blocking)."""
+        pending = [memoryview(c) for c in chunks if c]
+        while pending:
+            written = os.writev(self.fd, pending[:IOV_MAX])
+            while written and pending:
+                if written >= len(pending[0]):
+                    written -= len(pending.pop(0))
+                else:
+                    pending[0] = pending[0][written:]
+                    written = 0
 
     def sync(self) -> None:
         """Flush the data to stable storage before it may be published."""
-        os.fsync(self.fd)
+        os.fdatasync(self.fd)  # data and size; mtime can be lost harmlessly
 
     def discard(self) -> None:
         """Close and remove the file; safe to call more than once."""
@@ -102,8 +110,9 @@ class LocalStorage:
         return (self.root / HASH_DIR / tails_hash.value).is_file()
 
     def has_id(self, rev_reg_id: RevRegId) -> bool:
-        """Whether a file is published for this registry id."""
-        return self._target(rev_reg_id) is not None
+        """Whether a file is published for this registry id (a dangling link does not count)."""
+        tails_hash = self._target(rev_reg_id)
+        return tails_hash is not None and self.has_hash(tails_hash)
 
     def open_hash(self, tails_hash: TailsHash) -> StoredFile | None:
         """Open the file stored under this hash (the caller closes it), or None.
@@ -183,26 +192,38 @@ class LocalStorage:
 
     def _link_hash(self, temp: TempFile, tails_hash: TailsHash) -> bool:
         """link() creates the name atomically and fails if it exists: no overwrite, no partial file."""
-        directory = self.root / HASH_DIR
-        try:
-            os.link(temp.path, directory / tails_hash.value)
-        except FileExistsError:
+        if not _link_new(temp.path, self.root / HASH_DIR / tails_hash.value):
             return False
-        _fsync_dir(directory)
+        _fsync_dir(self.root / HASH_DIR)
         return True
 
     def _link_id(self, temp: TempFile, rev_reg_id: RevRegId, tails_hash: TailsHash) -> bool:
-        """Make sure the content exists under its hash, then point the id at it."""
+        """Make sure the content exists under its hash, then point the id at it.
+
+        Both names are created before either directory is synced: on a journaling filesystem
+        the first fsync commits both, so an id costs one commit, not two. A crash in between
+        can at worst leave a symlink to nothing, which counts as absent and is replaced here.
+        """
+        if self.has_id(rev_reg_id):
+            return False
         link = self.root / ID_DIR / rev_reg_id.storage_name
-        if link.is_symlink():
-            return False
-        self._link_hash(temp, tails_hash)  # already there is fine: same verified bytes
-        try:
-            os.symlink(f"../{HASH_DIR}/{tails_hash.value}", link)
-        except FileExistsError:
-            return False
+        new_content = _link_new(temp.path, self.root / HASH_DIR / tails_hash.value)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()  # a dangling link left by a crash; we hold this id's lock
+        os.symlink(f"../{HASH_DIR}/{tails_hash.value}", link)
+        if new_content:
+            _fsync_dir(self.root / HASH_DIR)
         _fsync_dir(link.parent)
         return True
+
+
+def _link_new(source: Path, name: Path) -> bool:
+    """Create `name` as a hard link to `source`; False if the name exists (never overwritten)."""
+    try:
+        os.link(source, name)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

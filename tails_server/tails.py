@@ -30,7 +30,8 @@ class TailsReceiver:
         self.size = 0
         self._head = b""
         self._sha = hashlib.sha256()
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []  # kept as received: no copying on the event loop
+        self._buffered = 0
         self._pending: asyncio.Future | None = None
 
     async def feed(self, chunk: bytes) -> None:
@@ -44,8 +45,9 @@ class TailsReceiver:
         self.size += len(chunk)
         if self.size > self.max_size:
             raise PayloadTooLarge(f"Tails file is larger than the limit of {self.max_size} bytes.")
-        self._buffer += chunk
-        if len(self._buffer) >= BATCH:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= BATCH:
             await self._flush()
 
     async def finish(self) -> TailsHash:
@@ -67,18 +69,19 @@ class TailsReceiver:
             pass
 
     async def _flush(self) -> None:
-        if not self._buffer:
+        if not self._chunks:
             return
         await self._wait()
-        data, self._buffer = bytes(self._buffer), bytearray()
-        self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume, data)
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume, chunks)
 
     async def _wait(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             await pending
 
-    def _consume(self, data: bytes) -> None:
+    def _consume(self, chunks: list[bytes]) -> None:
         """Worker thread: hash and write one batch."""
-        self._sha.update(data)
-        self.temp.write(data)
+        for chunk in chunks:
+            self._sha.update(chunk)
+        self.temp.write_all(chunks)

@@ -88,7 +88,7 @@ class Uploads:
         # Refuse early, before the ledger and before the tails bytes.
         if self.storage.has_id(rev_reg_id):
             raise Conflict(ALREADY_STORED)
-        genesis = Genesis.parse(await self._read_genesis(body.chunks(part)))
+        genesis = Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
         expected = await self.ledger.tails_hash(genesis, rev_reg_id)
         part = await body.next_part()
         if part is None or part.name != "tails":
@@ -110,7 +110,7 @@ class Uploads:
                 raise BadRequest("Expected one part holding the tails file.")
             read_chunk = body.chunks(part)
         else:
-            read_chunk = request.content.read
+            read_chunk = _raw_body(request)
         return await self._receive_and_commit(
             read_chunk,
             tails_hash,
@@ -144,6 +144,18 @@ class Uploads:
         finally:
             await receiver.abort()
             temp.discard()
+
+
+def _raw_body(request: web.Request) -> ReadChunk:
+    """The body's chunks as the connection delivered them (no joining), b"" at its end."""
+
+    async def read_chunk(_size: int) -> bytes:
+        while True:
+            data, end_of_http_chunk = await request.content.readchunk()
+            if data or not end_of_http_chunk:  # (b"", False) is the end of the body
+                return data
+
+    return read_chunk
 
 
 @contextmanager

@@ -133,3 +133,17 @@ async def test_storage_failure_is_503_and_server_recovers(new_server, http):
     tmp.mkdir()
     async with http.put(f"{proc.url}/hash/{h}", data=data, headers=headers) as resp:
         assert resp.status == 200
+
+
+async def test_dangling_id_link_left_by_a_crash_counts_as_absent(http, server, ledger, issuer):
+    """A power loss may keep an id's symlink but not its target: 404, and the next upload repairs it."""
+    made = issuer.registry(5)
+    ledger.publish(made.definition)
+    _, missing = random_tails(3)
+    link = server.storage / "id" / quote(made.id, safe=":")
+    link.symlink_to(f"../hash/{missing}")
+    async with http.get(server.url + made.path) as resp:
+        assert resp.status == 404
+    async with http.put(server.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+        assert (resp.status, await resp.text()) == (200, made.tails_hash)
+    assert link.read_bytes() == made.tails

@@ -1,0 +1,414 @@
+"""Benchmark tails-server against nginx (and hashlib) on loopback, side by side, in one run.
+
+    python bench/run.py [--runs 3] [--quick]
+
+Needs nginx and wrk on PATH (Debian: apt-get install nginx-light wrk) and tails-server
+installed with its test extras (for the ledger double). Every load is bounded in time or count.
+Prints medians over the runs and the ratio of each target; writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import base58
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+MIB = 1 << 20
+
+
+def tails_file(size: int) -> tuple[bytes, str]:
+    data = b"\x00\x02" + os.urandom(((size - 2) // 128) * 128)
+    return data, base58.b58encode(hashlib.sha256(data).digest()).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Proc:
+    """A server process we start, measure and stop."""
+
+    def __init__(self, args: list[str], port: int, log: Path) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        wait_port(port)
+
+    def pids(self) -> list[int]:
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        children = [int(p) for p in kids.read_text().split()] if kids.exists() else []
+        return [self.proc.pid, *children]
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """Sum over the process and its children (a supervisor and its workers)."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_tails_server(storage: Path, workers: int, log: Path, *extra: str) -> Proc:
+    port = free_port()
+    args = [sys.executable, "-m", "tails_server", "--port", str(port), "--storage-path", str(storage), "--workers", str(workers), *extra]
+    return Proc(args, port, log)
+
+
+def start_nginx(root: Path, workdir: Path) -> Proc:
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 2;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+    )
+    for path in (root, *root.parents):  # nginx workers drop root: let them reach the files
+        if path == Path(tempfile.gettempdir()):
+            break
+        path.chmod(path.stat().st_mode | 0o755)
+    return Proc([shutil.which("nginx") or "nginx", "-c", str(conf)], port, workdir / "nginx.log")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+_BYTES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def wrk(url: str, connections: int, seconds: int, headers: dict | None = None) -> dict:
+    """req/s, MB/s, p50 and p99 latency (ms) from wrk --latency."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    for key, value in (headers or {}).items():
+        args += ["-H", f"{key}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    req = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    amount, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()
+    lat = {p: float(v) * _UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)$", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors[1]} failed responses")
+    return {"req_s": req, "mb_s": float(amount) * _BYTES[unit] / 1e6, "p50_ms": lat.get("50"), "p99_ms": lat.get("99")}
+
+
+def sha256_mb_s(seconds: float = 2.0) -> float:
+    """This machine's single-thread sha256 over 4 MiB buffers."""
+    block = os.urandom(4 * MIB)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        hashlib.sha256(block).digest()
+        done += len(block)
+    return done / (time.perf_counter() - start) / 1e6
+
+
+async def raw_put(port: int, path: str, body_parts, length: int, content_type: str = "application/octet-stream") -> int:
+    """One PUT over a fresh connection, the body streamed from an iterable of byte chunks."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"PUT {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    for part in body_parts:
+        writer.write(part)
+        await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 600)
+    writer.close()
+    return int(response.split(b" ", 2)[1])
+
+
+async def sendfile_put(port: int, path: str, file: Path) -> int:
+    """One PUT whose body the kernel sends straight from the page cache: a light load generator."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    size = file.stat().st_size
+    writer.write(
+        f"PUT {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+    )
+    with open(file, "rb") as body:
+        await loop.sendfile(writer.transport, body)
+    response = await asyncio.wait_for(reader.read(), 600)
+    writer.close()
+    return int(response.split(b" ", 2)[1])
+
+
+async def upload_throughput(port: int, files: list[tuple[Path, str]], clients: int, storage: Path, seconds: float) -> dict:
+    """Upload distinct files by hash from `clients` connections, in rounds until `seconds` passed.
+
+    Between rounds (outside the timing) the stored copies are deleted so the same files can be
+    uploaded again; the server keeps no state about them.
+    """
+    done, elapsed, total = 0, 0.0, 0
+
+    async def client(pending: list, statuses: list) -> None:
+        while pending:
+            path, h = pending.pop()
+            statuses.append(await sendfile_put(port, f"/hash/{h}", path))
+
+    for _ in range(100):  # bounded
+        statuses: list[int] = []
+        pending = list(files)
+        start = time.perf_counter()
+        await asyncio.gather(*(client(pending, statuses) for _ in range(clients)))
+        elapsed += time.perf_counter() - start
+        if statuses.count(200) != len(files):
+            raise RuntimeError(f"uploads failed: {sorted(set(statuses))}")
+        done += len(files)
+        total += sum(p.stat().st_size for p, _ in files)
+        for _, h in files:
+            (storage / "hash" / h).unlink()
+        if elapsed >= seconds:
+            break
+    return {"uploads_s": done / elapsed, "mb_s": total / elapsed / 1e6, "seconds": elapsed}
+
+
+def upload_files(directory: Path, count: int, size: int) -> list[tuple[Path, str]]:
+    """Distinct tails files on disk, for the load generator to send."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for _ in range(count):
+        data, h = tails_file(size)
+        (directory / h).write_bytes(data)
+        files.append((directory / h, h))
+    return files
+
+
+def big_upload_body(size: int) -> tuple[list[bytes], str, int]:
+    """A tails-format body of `size` bytes built from one repeated 1 MiB block (hash precomputed)."""
+    block = os.urandom(MIB)
+    records = (size - 2) // 128
+    length = 2 + records * 128
+    sha = hashlib.sha256(b"\x00\x02")
+    remaining = length - 2
+    while remaining:
+        piece = block[: min(MIB, remaining)]
+        sha.update(piece)
+        remaining -= len(piece)
+
+    def parts():
+        yield b"\x00\x02"
+        left = length - 2
+        while left:
+            piece = block[: min(MIB, left)]
+            left -= len(piece)
+            yield piece
+
+    return parts(), base58.b58encode(sha.digest()).decode(), length
+
+
+async def upload_while_measuring(server: Proc, size: int, small_url: str, seconds_hint: int) -> dict:
+    """Stream one big upload; meanwhile sample RSS and run wrk on a small GET for p99."""
+    parts, h, length = big_upload_body(size)
+    rss_before = server.rss_kib()
+    peak = rss_before
+    upload = asyncio.create_task(raw_put(server.port, f"/hash/{h}", parts, length))
+    loop = asyncio.get_running_loop()
+    latency = loop.run_in_executor(None, wrk, small_url, 4, seconds_hint)
+    while not upload.done():
+        peak = max(peak, server.rss_kib())
+        await asyncio.sleep(0.02)
+    status = await upload
+    result = await latency
+    return {"status": status, "rss_before_mib": rss_before / 1024, "rss_peak_mib": peak / 1024,
+            "get_p99_ms": result["p99_ms"], "get_p50_ms": result["p50_ms"]}
+
+
+async def ledger_overhead(workdir: Path, count: int) -> dict:
+    """Median PUT /{id} (warm pool, 4-node ledger double) minus median PUT /hash, vs one ledger read."""
+    import indy_vdr
+    from ledger_double import LedgerDouble
+    from registries import Issuer
+    from support import encode_multipart
+
+    double = LedgerDouble().start()
+    server = start_tails_server(workdir / "ledger-store", 1, workdir / "ledger-server.log", "--log-level", "WARNING")
+    try:
+        issuer = Issuer("000000000000000000000000Issuer01", workdir).define_cred_def(20)
+        registries = [issuer.registry(5) for _ in range(count + 1)]
+        for made in registries:
+            double.publish(made.definition)
+        by_id, by_hash = [], []
+        for i, made in enumerate(registries):
+            # The same client for both routes: one write of a prepared multipart body.
+            body, ctype = encode_multipart([("genesis", double.genesis_text.encode()), ("tails", made.tails)])
+            start = time.perf_counter()
+            assert await raw_put(server.port, made.path, [body], len(body), ctype) == 200
+            if i:  # the first one opens the pool
+                by_id.append(time.perf_counter() - start)
+            data, h = tails_file(len(made.tails))
+            body, ctype = encode_multipart([("tails", data)])
+            start = time.perf_counter()
+            assert await raw_put(server.port, f"/hash/{h}", [body], len(body), ctype) == 200
+            by_hash.append(time.perf_counter() - start)
+        pool = await indy_vdr.open_pool(transactions=double.genesis_text)
+        reads = []
+        for made in registries[:count]:
+            start = time.perf_counter()
+            await pool.submit_request(indy_vdr.ledger.build_get_revoc_reg_def_request(None, made.id))
+            reads.append(time.perf_counter() - start)
+        pool.close()
+    finally:
+        server.stop()
+        double.stop()
+    ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    return {"put_id_ms": ms(by_id), "put_hash_ms": ms(by_hash), "overhead_ms": ms(by_id) - ms(by_hash), "ledger_read_ms": ms(reads)}
+
+
+async def one_run(workdir: Path, quick: bool) -> dict:
+    seconds = 3 if quick else 5
+    storage = workdir / "storage"
+    results: dict = {}
+    setup = start_tails_server(storage, 1, workdir / "setup.log", "--max-tails-size", "2GiB", "--log-level", "WARNING")
+    files = {}
+    for name, size in (("4MiB", 4 * MIB), ("128KiB", 128 * 1024)):
+        data, h = tails_file(size)
+        assert await raw_put(setup.port, f"/hash/{h}", [data], len(data)) in (200, 409)
+        files[name] = h
+    setup.stop()
+
+    nginx = start_nginx(storage, workdir)
+    try:
+        for workers in (2,):
+            server = start_tails_server(storage, workers, workdir / f"get-{workers}.log")
+            try:
+                for name, conns in (("4MiB", 64), ("128KiB", 16)):
+                    for gzip in (False, True) if name == "4MiB" else (False,):
+                        headers = {"Accept-Encoding": "gzip, deflate"} if gzip else None
+                        key = f"GET {name} c{conns}" + (" gzip" if gzip else "") + f" w{workers}"
+                        ours = wrk(f"http://127.0.0.1:{server.port}/hash/{files[name]}", conns, seconds, headers)
+                        ref = wrk(f"http://127.0.0.1:{nginx.port}/hash/{files[name]}", conns, seconds, headers)
+                        results[key] = {"tails-server": ours, "nginx": ref}
+            finally:
+                server.stop()
+    finally:
+        nginx.stop()
+
+    to_upload = upload_files(workdir / "uploads", 64, 4 * MIB)
+    server = start_tails_server(storage, 2, workdir / "put.log", "--log-level", "WARNING")
+    try:
+        throughput = await upload_throughput(server.port, to_upload, 16, storage, seconds)
+        results["PUT /hash 4MiB c16 w2"] = {"tails-server": throughput, "sha256_mb_s": sha256_mb_s()}
+    finally:
+        server.stop()
+
+    for size in ((256 * MIB,) if quick else (256 * MIB, 1024 * MIB)):
+        server = start_tails_server(storage, 1, workdir / "big.log", "--max-tails-size", "2GiB", "--log-level", "WARNING")
+        try:
+            small_url = f"http://127.0.0.1:{server.port}/hash/{files['128KiB']}"
+            results[f"PUT {size // MIB}MiB while GET"] = await upload_while_measuring(server, size, small_url, 3)
+        finally:
+            server.stop()
+    results["PUT /{id} vs /hash, warm pool"] = await ledger_overhead(workdir, 10 if quick else 30)
+    return results
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The median of every number across runs, keeping the structure of one run."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: median_of([r[k] for r in runs]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(runs)
+    return first
+
+
+def report(result: dict, runs: int) -> list[tuple[str, str, str, bool]]:
+    """(measure, value, target, met) rows."""
+    rows = []
+    for gzip in ("", " gzip"):
+        g = result[f"GET 4MiB c64{gzip} w2"]
+        ratio = g["tails-server"]["mb_s"] / g["nginx"]["mb_s"]
+        rows.append((f"GET 4 MiB, 64 clients{gzip and ', Accept-Encoding: gzip'}",
+                     f"{g['tails-server']['mb_s']:.0f} MB/s vs nginx {g['nginx']['mb_s']:.0f} MB/s = {ratio:.2f}x", ">= 0.9x", ratio >= 0.9))
+    g = result["GET 128KiB c16 w2"]
+    ratio = g["tails-server"]["req_s"] / g["nginx"]["req_s"]
+    rows.append(("GET 128 KiB, 16 clients, --workers 2", f"{g['tails-server']['req_s']:.0f} req/s vs nginx {g['nginx']['req_s']:.0f} = {ratio:.2f}x", ">= 0.5x", ratio >= 0.5))
+    p = result["PUT /hash 4MiB c16 w2"]
+    ratio = p["tails-server"]["mb_s"] / p["sha256_mb_s"]
+    rows.append(("PUT /hash 4 MiB, 16 clients", f"{p['tails-server']['uploads_s']:.1f} uploads/s, {p['tails-server']['mb_s']:.0f} MB/s vs sha256 {p['sha256_mb_s']:.0f} MB/s = {ratio:.2f}x", ">= 0.4x", ratio >= 0.4))
+    big = [k for k in result if k.startswith("PUT ") and k.endswith("while GET")]
+    for key in big:
+        b = result[key]
+        rows.append((f"{key.split()[1]} upload: GET p99", f"{b['get_p99_ms']:.1f} ms (p50 {b['get_p50_ms']:.1f} ms)", "<= 50 ms", b["get_p99_ms"] <= 50))
+        rows.append((f"{key.split()[1]} upload: peak RSS", f"{b['rss_peak_mib']:.1f} MiB (idle {b['rss_before_mib']:.1f})", "<= 64 MiB", b["rss_peak_mib"] <= 64))
+    if len(big) == 2:
+        small, large = (result[k]["rss_peak_mib"] for k in big)
+        rows.append(("RSS flat as the upload grows", f"{small:.1f} -> {large:.1f} MiB", "< +5 MiB", large - small < 5))
+    o = result["PUT /{id} vs /hash, warm pool"]
+    rows.append(("PUT /{id} overhead, warm pool", f"{o['overhead_ms']:.2f} ms (ledger read {o['ledger_read_ms']:.2f} ms)", "<= 1 read", o["overhead_ms"] <= o["ledger_read_ms"]))
+    print(f"\nMedians of {runs} run(s) on {platform.node()} ({os.cpu_count()} CPUs, Python {platform.python_version()}):\n")
+    print("| measure | result | target | met |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {'yes' if row[3] else 'NO'} |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="shorter loads and no 1 GiB upload")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            parser.error(f"{tool} is not on PATH (Debian: apt-get install nginx-light wrk)")
+    runs = []
+    for number in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="tails-bench-") as tmp:
+            print(f"run {number + 1}/{args.runs} ...", flush=True)
+            runs.append(asyncio.run(one_run(Path(tmp), args.quick)))
+    result = median_of(runs)
+    rows = report(result, args.runs)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"runs": runs, "median": result}, indent=1))
+    return 0 if all(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
