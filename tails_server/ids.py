@@ -6,6 +6,7 @@ derived from a parsed value by an injective encoding with no path separators in 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -55,12 +56,7 @@ class TailsHash:
     @classmethod
     def parse(cls, text: str) -> TailsHash:
         """Accept only the canonical base58 spelling of 32 bytes."""
-        if not 32 <= len(text) <= 44 or any(ch not in B58_ALPHABET for ch in text):
-            raise BadRequest(f"Tails hash is not valid: {text}.")
-        raw = base58.b58decode(text)
-        if len(raw) != 32 or base58.b58encode(raw).decode() != text:
-            raise BadRequest(f"Tails hash is not valid: {text}.")
-        return cls(text)
+        return _parse_hash(text)
 
     @classmethod
     def of_digest(cls, digest: bytes) -> TailsHash:
@@ -94,8 +90,7 @@ class RevRegId:
     @classmethod
     def from_raw_path(cls, raw_path: str) -> RevRegId:
         """Parse the still percent-encoded request path (without its leading slash)."""
-        segments = [_decode_segment(seg, raw_path) for seg in raw_path.split("/")]
-        return cls.parse("/".join(segments), _segments=segments)
+        return _parse_raw_id(raw_path)
 
     @classmethod
     def parse(cls, text: str, _segments: list[str] | None = None) -> RevRegId:
@@ -138,6 +133,23 @@ class RevRegId:
 
     def __str__(self) -> str:
         return self.value
+
+
+# Downloads repeat the same few names; pure-Python base58 is the costly part of parsing them.
+@functools.lru_cache(maxsize=4096)
+def _parse_hash(text: str) -> TailsHash:
+    if not 32 <= len(text) <= 44 or any(ch not in B58_ALPHABET for ch in text):
+        raise BadRequest(f"Tails hash is not valid: {text}.")
+    raw = base58.b58decode(text)
+    if len(raw) != 32 or base58.b58encode(raw).decode() != text:
+        raise BadRequest(f"Tails hash is not valid: {text}.")
+    return TailsHash(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_raw_id(raw_path: str) -> RevRegId:
+    segments = [_decode_segment(seg, raw_path) for seg in raw_path.split("/")]
+    return RevRegId.parse("/".join(segments), _segments=segments)
 
 
 def _decode_segment(segment: str, whole: str) -> str:
