@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -89,15 +90,22 @@ class Uploads:
         if self.storage.has_id(rev_reg_id):
             raise Conflict(ALREADY_STORED)
         genesis = Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
-        expected = await self.ledger.tails_hash(genesis, rev_reg_id)
-        part = await body.next_part()
-        if part is None or part.name != "tails":
-            raise BadRequest(SECOND_NOT_TAILS)
-        return await self._receive_and_commit(
-            body.chunks(part),
-            expected,
-            lambda temp, actual: self.storage.publish_id(temp, rev_reg_id, actual),
-        )
+        # The ledger lookup runs while the tails bytes arrive: a 404 or 503 still stops the
+        # upload as soon as it is known, and an accepted upload does not wait for both in turn.
+        lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
+        try:
+            part = await body.next_part()
+            if part is None or part.name != "tails":
+                raise BadRequest(SECOND_NOT_TAILS)
+            return await self._receive_and_commit(
+                body.chunks(part),
+                lookup,
+                lambda temp, actual: self.storage.publish_id(temp, rev_reg_id, actual),
+            )
+        finally:
+            if not lookup.done():
+                lookup.cancel()
+            lookup.add_done_callback(_consume_outcome)
 
     async def put_by_hash(self, request: web.Request, tails_hash: TailsHash) -> TailsHash:
         """The first multipart part (any name, as the reference) or a raw body (`curl -T`)."""
@@ -111,9 +119,11 @@ class Uploads:
             read_chunk = body.chunks(part)
         else:
             read_chunk = _raw_body(request)
+        known: asyncio.Future[TailsHash] = asyncio.get_running_loop().create_future()
+        known.set_result(tails_hash)
         return await self._receive_and_commit(
             read_chunk,
-            tails_hash,
+            known,
             lambda temp, actual: self.storage.publish_hash(temp, actual),
         )
 
@@ -126,17 +136,22 @@ class Uploads:
                 raise PayloadTooLarge(f"Genesis part is larger than the limit of {self.max_genesis_size} bytes.")
         return bytes(data)
 
-    async def _receive_and_commit(self, read_chunk: ReadChunk, expected: TailsHash, publish) -> TailsHash:
-        """Stream to a temp file in storage, verify the hash, publish; the temp file never survives."""
+    async def _receive_and_commit(self, read_chunk: ReadChunk, expected: asyncio.Future[TailsHash], publish) -> TailsHash:
+        """Stream to a temp file in storage, verify the hash, publish; the temp file never survives.
+
+        `expected` may still be running (the ledger lookup); if it fails, receiving stops there.
+        """
         with storage_errors_are_unavailable():
             temp = self.storage.temp_file()
         receiver = TailsReceiver(temp, self.max_tails_size)
         try:
             with storage_errors_are_unavailable():
                 while chunk := await read_chunk(READ_SIZE):
+                    if expected.done():
+                        expected.result()  # raises the lookup's error, if it failed
                     await receiver.feed(chunk)
                 actual = await receiver.finish()
-                if actual != expected:
+                if actual != await expected:
                     raise BadRequest(HASH_MISMATCH)
                 if not await publish(temp, actual):
                     raise Conflict(ALREADY_STORED)
@@ -144,6 +159,12 @@ class Uploads:
         finally:
             await receiver.abort()
             temp.discard()
+
+
+def _consume_outcome(future: asyncio.Future) -> None:
+    """Mark a lookup's error as seen when the upload ended for another reason."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _raw_body(request: web.Request) -> ReadChunk:
