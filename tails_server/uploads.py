@@ -146,9 +146,7 @@ class Uploads:
         receiver = TailsReceiver(temp, self.max_tails_size)
         try:
             with storage_errors_are_unavailable():
-                while chunk := await read_chunk(READ_SIZE):
-                    if expected.done():
-                        expected.result()  # raises the lookup's error, if it failed
+                while chunk := await _next_chunk(read_chunk, expected):
                     await receiver.feed(chunk)
                 actual = await receiver.finish()
                 if actual != await expected:
@@ -159,6 +157,20 @@ class Uploads:
         finally:
             await receiver.abort()
             temp.discard()
+
+
+async def _next_chunk(read_chunk: ReadChunk, expected: asyncio.Future) -> bytes:
+    """The next chunk, unless `expected` fails first: then its error, without waiting for bytes."""
+    if not expected.done():
+        reading = asyncio.ensure_future(read_chunk(READ_SIZE))
+        await asyncio.wait((reading, expected), return_when=asyncio.FIRST_COMPLETED)
+        if not (expected.done() and expected.exception()):
+            return await reading
+        reading.cancel()
+        reading.add_done_callback(_consume_outcome)
+    if expected.exception():
+        raise expected.exception()
+    return await read_chunk(READ_SIZE)
 
 
 def _consume_outcome(future: asyncio.Future) -> None:

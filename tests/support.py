@@ -154,6 +154,14 @@ class SlowUpload:
         status_line, _, rest = response.partition(b"\r\n")
         return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
+    async def response(self, timeout: float = 15) -> tuple[int, bytes]:
+        """The server's answer, read without sending the rest of the body."""
+        assert self.reader
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, _, headers = head.partition(b"\r\n")
+        length = next(int(v) for k, _, v in (h.partition(b":") for h in headers.split(b"\r\n")) if k.lower() == b"content-length")
+        return int(status_line.split()[1]), await asyncio.wait_for(self.reader.readexactly(length), timeout)
+
     def abandon(self) -> None:
         if self.writer:
             self.writer.close()

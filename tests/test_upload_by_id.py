@@ -10,7 +10,7 @@ from conftest import LEDGER_TIMEOUT
 from ledger_double import DISAGREE, NACK, SILENT, LedgerDouble
 from poison import poison_genesis
 from registries import Issuer, Registry
-from support import hash_upload, id_upload, random_tails, tails_hash
+from support import SlowUpload, encode_multipart, hash_upload, id_upload, random_tails, tails_hash
 
 
 async def put(http: aiohttp.ClientSession, server, registry: Registry, genesis: str, tails: bytes | None = None, **kw):
@@ -220,3 +220,15 @@ async def test_malformed_definition_on_ledger_is_503(http, server, ledger, issue
     status, body = await put(http, server, made, ledger.genesis_text)
     assert status == 503 and "malformed" in body
     assert not (server.storage / "id" / quote(made.id, safe=":")).exists()
+
+
+async def test_ledger_refusal_stops_an_upload_before_its_tails_bytes_end(server, ledger, issuer: Issuer):
+    """The lookup runs while the file arrives; a 404 is answered without waiting for the rest."""
+    never_published = issuer.registry(1000)
+    body, ctype = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", never_published.tails)])
+    upload = SlowUpload(server.port, never_published.path, body, ctype)
+    await upload.send_first_half()
+    status, text = await upload.response()
+    upload.abandon()
+    assert status == 404 and b"not on the ledger" in text
+    assert list((server.storage / ".tmp").iterdir()) == []
