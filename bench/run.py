@@ -327,7 +327,7 @@ async def ledger_overhead(workdir: Path, count: int) -> dict:
 
 
 async def one_run(workdir: Path, quick: bool) -> dict:
-    seconds = 3 if quick else 5
+    seconds = 3 if quick else 8
     storage = workdir / "storage"
     results: dict = {}
     setup = start_tails_server(storage, 1, workdir / "setup.log", "--max-tails-size", "2GiB", "--log-level", "WARNING")

@@ -10,7 +10,10 @@ and hands the bytes to the kernel with sendfile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from email.utils import formatdate
 
 from aiohttp import ETag, hdrs, web
@@ -71,9 +74,12 @@ class TailsFileResponse(web.StreamResponse):
         self.content_type = "application/octet-stream"
         self.content_length = count
         self.headers[hdrs.ACCEPT_RANGES] = "bytes"
-        writer = await super().prepare(request)
-        if count and request.method != hdrs.METH_HEAD:
-            await self._sendfile(request, writer, offset, count)
+        sending = bool(count) and request.method != hdrs.METH_HEAD
+        # Like nginx's tcp_nopush: the headers leave in one segment with the first file bytes.
+        with _corked(request.transport if sending and count > SMALL_BODY else None):
+            writer = await super().prepare(request)
+            if sending:
+                await self._sendfile(request, writer, offset, count)
         await super().write_eof()
         return writer
 
@@ -105,6 +111,23 @@ class TailsFileResponse(web.StreamResponse):
                 break
             await writer.write(chunk)
             position += len(chunk)
+
+
+@contextlib.contextmanager
+def _corked(transport: asyncio.Transport | None) -> Iterator[None]:
+    """TCP_CORK for the duration (Linux); a no-op elsewhere or once the connection is gone."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    cork = getattr(socket, "TCP_CORK", None)
+    if sock is None or cork is None:
+        yield
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def serve(stored: StoredFile) -> web.StreamResponse:
