@@ -30,6 +30,9 @@ SMALL_BODY = 1 << 18
 class TailsFileResponse(web.StreamResponse):
     """200, 206, 304, 412 or 416 for one opened stored file, which it always closes."""
 
+    # As web.Response does: headers wait for the first body bytes and leave in the same write.
+    _send_headers_immediately = False
+
     def __init__(self, stored: StoredFile) -> None:
         super().__init__()
         self.stored = stored
@@ -97,6 +100,7 @@ class TailsFileResponse(web.StreamResponse):
         if count <= SMALL_BODY:
             await writer.write(os.pread(self.stored.file.fileno(), count, offset))
             return
+        writer.send_headers()  # sendfile bypasses the writer: the headers must go first
         loop = asyncio.get_running_loop()
         try:
             await loop.sendfile(transport, self.stored.file, offset, count, fallback=False)
