@@ -12,6 +12,7 @@ from . import __version__
 from .config import Settings
 from .downloads import serve
 from .errors import NotFound, TailsError
+from .health import Health
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .storage import LocalStorage, StoredFile
@@ -107,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     uploads = Uploads(storage, ledger, settings.max_tails_size, settings.max_genesis_size)
     app = web.Application(middlewares=[error_responses])
+    app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
     app.add_routes(TailsRoutes(storage, uploads).table())
 
     async def startup(_app: web.Application) -> None:

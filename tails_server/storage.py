@@ -101,6 +101,15 @@ class LocalStorage:
             LOGGER.info("removed %d unfinished upload(s) left by an earlier crash", removed)
         return removed
 
+    def problem(self) -> str | None:
+        """Why uploads or reads would fail now (missing or read-only directories), or None."""
+        for sub, mode in ((HASH_DIR, os.R_OK | os.W_OK | os.X_OK), (ID_DIR, os.R_OK | os.W_OK | os.X_OK),
+                          (TMP_DIR, os.W_OK | os.X_OK), (LOCK_DIR, os.W_OK | os.X_OK)):
+            path = self.root / sub
+            if not (path.is_dir() and os.access(path, mode)):
+                return f"storage directory '{sub}' is missing or not writable"
+        return None
+
     def temp_file(self) -> TempFile:
         """A fresh temp file on the same filesystem as the published names."""
         return TempFile(self.root / TMP_DIR)

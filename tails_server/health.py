@@ -1,0 +1,57 @@
+"""Health endpoints: liveness, readiness, and a status document for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from . import __version__
+from .ledger import LedgerClient
+from .storage import LocalStorage
+
+
+class Health:
+    """`/livez` answers while the process serves; `/readyz` and `/status` also check storage."""
+
+    def __init__(self, storage: LocalStorage, ledger: LedgerClient) -> None:
+        self.storage = storage
+        self.ledger = ledger
+
+    def table(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/livez", self.livez, allow_head=True),
+            web.get("/readyz", self.readyz, allow_head=True),
+            web.get("/status", self.status, allow_head=True),
+        ]
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """The event loop runs: nothing else is checked, so it stays cheap."""
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready when uploads can be stored and files read."""
+        problem = await asyncio.get_running_loop().run_in_executor(None, self.storage.problem)
+        return web.Response(status=503 if problem else 200, text=problem or "ok")
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Storage (writable, free bytes), cached ledger pools and the version, as JSON."""
+        loop = asyncio.get_running_loop()
+        problem = await loop.run_in_executor(None, self.storage.problem)
+        free = await loop.run_in_executor(None, _free_bytes, self.storage)
+        document = {
+            "status": "unavailable" if problem else "ok",
+            "version": __version__,
+            "storage": {"writable": problem is None, "problem": problem, "free_bytes": free},
+            "ledger": {"cached_pools": self.ledger.cached_pools},
+        }
+        return web.json_response(document, status=503 if problem else 200)
+
+
+def _free_bytes(storage: LocalStorage) -> int | None:
+    try:
+        stat = os.statvfs(storage.root)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
