@@ -28,6 +28,7 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2",
             "psutil>=5",
+            "trustme>=1",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",

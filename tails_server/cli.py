@@ -30,9 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _announce(settings: Settings) -> None:
     LOGGER.info(
-        "tails-server %s on http://%s:%d with %d worker(s); uploads by registry id are checked on "
+        "tails-server %s on %s://%s:%d with %d worker(s); uploads by registry id are checked on "
         "the ledger the uploader's genesis names, as the reference server does",
-        __version__, settings.host, settings.port, settings.workers,
+        __version__, settings.scheme, settings.host, settings.port, settings.workers,
     )
 
 
@@ -47,6 +47,7 @@ def _serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         reuse_port=settings.workers > 1,
+        ssl_context=settings.ssl_context(),
         access_log_class=logs.AccessLogger,
         print=None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,20 @@ class Settings:
     max_genesis_size: int = 1 << 20
     pool_cache_size: int = 16
     workers: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server TLS context from the certificate chain and key, if configured."""
+        if not self.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
 
 def parse_size(text: str) -> int:
@@ -71,6 +86,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
+    option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
+    option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
     return parser
 
@@ -82,4 +99,13 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     if values["log_level"] not in LOG_LEVELS:  # argparse checks choices on flags, not on defaults
         parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
     values["storage_path"] = Path(values["storage_path"])
-    return Settings(**values)
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        parser.error("--tls-cert and --tls-key go together")
+    for key in ("tls_cert", "tls_key"):
+        values[key] = Path(values[key]) if values[key] else None
+    settings = Settings(**values)
+    try:
+        settings.ssl_context()  # refuse a bad certificate or key now, not in every worker
+    except (OSError, ssl.SSLError) as exc:
+        parser.error(f"cannot use --tls-cert/--tls-key: {exc}")
+    return settings

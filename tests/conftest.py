@@ -60,7 +60,7 @@ def new_server(tmp_path: Path) -> Iterator:
     """Start extra servers on their own storage; all stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, storage: Path | None = None, **kwargs) -> ServerProcess:
+    def start(*args: str, storage: Path | None = None, **kwargs) -> ServerProcess:  # kwargs: see ServerProcess
         proc = ServerProcess(storage or tmp_path / "storage", "--ledger-timeout", str(LEDGER_TIMEOUT), *args, **kwargs)
         started.append(proc)
         return proc.start()

@@ -36,35 +36,36 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m tails_server` in a child process, on a free loopback port."""
 
-    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> None:
+    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None) -> None:
         self.storage = storage
         self.port = free_port()
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(storage), *args]
         self.cwd = cwd
         self.env = env
         self.log_path = storage.parent / f"server-{self.port}.log"
+        self.ssl_context = ssl_context  # a client context trusting the server's certificate
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> ServerProcess:
         log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "tails_server", *self.args], stdout=log, stderr=log, cwd=self.cwd, env=env)
-        self.wait_until_up(self.url, self.proc, timeout, self.log)
+        self.wait_until_up(self.url, self.proc, timeout, self.log, self.ssl_context)
         return self
 
     @staticmethod
-    def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30, log=lambda: "") -> None:
+    def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30, log=lambda: "", ssl_context=None) -> None:
         """Poll GET / until it answers 200 (bounded); fail with the server's log otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log()}")
             try:
-                with urllib.request.urlopen(url + "/", timeout=1) as resp:
+                with urllib.request.urlopen(url + "/", timeout=1, context=ssl_context) as resp:
                     if resp.status == 200:
                         return
             except OSError:
