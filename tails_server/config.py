@@ -29,6 +29,7 @@ class Settings:
     max_genesis_size: int = 1 << 20
     pool_cache_size: int = 16
     workers: int = 1
+    read_timeout: float = 60.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -86,6 +87,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
+    option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))

@@ -31,6 +31,12 @@ class Conflict(TailsError):
     status = 409
 
 
+class RequestTimeout(TailsError):
+    """The client stopped sending the body (408)."""
+
+    status = 408
+
+
 class PayloadTooLarge(TailsError):
     """A part of the upload exceeds its configured cap (413)."""
 

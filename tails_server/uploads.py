@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BadRequest, Conflict, PayloadTooLarge, Unavailable
+from .errors import BadRequest, Conflict, PayloadTooLarge, RequestTimeout, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
@@ -32,6 +33,7 @@ HASH_MISMATCH = "tailsHash does not match hash of file."
 ALREADY_STORED = "This tails file already exists."
 
 ReadChunk = Callable[[int], Awaitable[bytes]]
+T = TypeVar("T")
 
 
 @contextmanager
@@ -45,28 +47,37 @@ def malformed_body_is_bad_request() -> Iterator[None]:
         raise BadRequest(f"Malformed multipart body: {exc}") from None
 
 
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Await one read of the body; a client silent for `seconds` gets 408, not a held connection."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise RequestTimeout(f"No request data for {seconds:g} s.") from None
+
+
 class MultipartBody:
     """A request's multipart parts, read so that only parse errors of the body become 400s."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, read_timeout: float) -> None:
         if not request.content_type.startswith("multipart/"):
             raise BadRequest(NOT_MULTIPART)
+        self.read_timeout = read_timeout
         with malformed_body_is_bad_request():
             self._reader = MultipartReader(request.headers, request.content)
 
     async def next_part(self) -> BodyPartReader | None:
         """The next plain part (a nested multipart counts as none)."""
         with malformed_body_is_bad_request():
-            part = await self._reader.next()
+            part = await within(self.read_timeout, self._reader.next())
         return part if isinstance(part, BodyPartReader) else None
 
-    @staticmethod
-    def chunks(part: BodyPartReader) -> ReadChunk:
+    def chunks(self, part: BodyPartReader) -> ReadChunk:
         """The part's bytes, one chunk per call, b"" at its end."""
 
         async def read_chunk(size: int) -> bytes:
             with malformed_body_is_bad_request():
-                return await part.read_chunk(size)
+                return await within(self.read_timeout, part.read_chunk(size))
 
         return read_chunk
 
@@ -74,15 +85,18 @@ class MultipartBody:
 class Uploads:
     """Runs uploads by registry id (checked on the ledger) and by hash (checked against itself)."""
 
-    def __init__(self, storage: LocalStorage, ledger: LedgerClient, max_tails_size: int, max_genesis_size: int) -> None:
+    def __init__(
+        self, storage: LocalStorage, ledger: LedgerClient, max_tails_size: int, max_genesis_size: int, read_timeout: float
+    ) -> None:
         self.storage = storage
         self.ledger = ledger
         self.max_tails_size = max_tails_size
         self.max_genesis_size = max_genesis_size
+        self.read_timeout = read_timeout
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
         """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash."""
-        body = MultipartBody(request)
+        body = MultipartBody(request, self.read_timeout)
         part = await body.next_part()
         if part is None or part.name != "genesis":
             raise BadRequest(FIRST_NOT_GENESIS)
@@ -112,13 +126,13 @@ class Uploads:
         if self.storage.has_hash(tails_hash):
             raise Conflict(ALREADY_STORED)
         if request.content_type.startswith("multipart/"):
-            body = MultipartBody(request)
+            body = MultipartBody(request, self.read_timeout)
             part = await body.next_part()
             if part is None:
                 raise BadRequest("Expected one part holding the tails file.")
             read_chunk = body.chunks(part)
         else:
-            read_chunk = _raw_body(request)
+            read_chunk = _raw_body(request, self.read_timeout)
         known: asyncio.Future[TailsHash] = asyncio.get_running_loop().create_future()
         known.set_result(tails_hash)
         return await self._receive_and_commit(
@@ -179,12 +193,12 @@ def _consume_outcome(future: asyncio.Future) -> None:
         future.exception()
 
 
-def _raw_body(request: web.Request) -> ReadChunk:
+def _raw_body(request: web.Request, read_timeout: float) -> ReadChunk:
     """The body's chunks as the connection delivered them (no joining), b"" at its end."""
 
     async def read_chunk(_size: int) -> bytes:
         while True:
-            data, end_of_http_chunk = await request.content.readchunk()
+            data, end_of_http_chunk = await within(read_timeout, request.content.readchunk())
             if data or not end_of_http_chunk:  # (b"", False) is the end of the body
                 return data
 

@@ -147,3 +147,22 @@ async def test_dangling_id_link_left_by_a_crash_counts_as_absent(http, server, l
     async with http.put(server.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
         assert (resp.status, await resp.text()) == (200, made.tails_hash)
     assert link.read_bytes() == made.tails
+
+
+async def test_stalled_upload_is_cut_off_with_408(new_server, ledger, issuer, http):
+    """A client that stops sending gets 408 after --read-timeout; its temp file goes; others are served."""
+    proc = new_server("--read-timeout", "1")
+    data, h = random_tails(4096)
+    made = issuer.registry(1000)
+    ledger.publish(made.definition)
+    multipart, ctype = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", made.tails)])
+    for target, body, content_type in ((f"/hash/{h}", data, "application/octet-stream"), (made.path, multipart, ctype)):
+        stalled = SlowUpload(proc.port, target, body, content_type)
+        await stalled.send_first_half()
+        async with http.get(proc.url + "/livez") as resp:  # the server keeps serving meanwhile
+            assert resp.status == 200
+        status, text = await stalled.response()
+        stalled.abandon()
+        assert status == 408 and b"No request data for 1 s" in text
+    await wait_for(lambda: not any((proc.storage / ".tmp").iterdir()))
+    assert list((proc.storage / "hash").iterdir()) == []
