@@ -116,6 +116,18 @@ def encode_multipart(parts: list[tuple[str, bytes]], boundary: str = "tailsbound
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+async def read_response(reader: asyncio.StreamReader, timeout: float = 30, head: bool = False) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 response (bodies here always carry Content-Length)."""
+    header_block = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    status_line, _, headers = header_block.partition(b"\r\n")
+    status = int(status_line.split()[1])
+    if head or status in (204, 304):
+        return status, b""
+    fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in headers.split(b"\r\n"))}
+    length = int(fields.get(b"content-length", b"0"))
+    return status, await asyncio.wait_for(reader.readexactly(length), timeout)
+
+
 async def raw_request(port: int, method: str, target: str, headers: dict | None = None, body: bytes = b"") -> tuple[int, bytes]:
     """Send a request line exactly as given (no client-side normalisation); return status and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -123,10 +135,9 @@ async def raw_request(port: int, method: str, target: str, headers: dict | None 
     head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     writer.write(head.encode("latin-1") + b"\r\n" + body)
     await writer.drain()
-    response = await asyncio.wait_for(reader.read(), 30)
+    status, data = await read_response(reader, head=method == "HEAD")
     writer.close()
-    status_line, _, rest = response.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+    return status, data
 
 
 class SlowUpload:
@@ -150,18 +161,14 @@ class SlowUpload:
         assert self.writer and self.reader
         self.writer.write(self.body[len(self.body) // 2:])
         await self.writer.drain()
-        response = await asyncio.wait_for(self.reader.read(), 30)
+        status, data = await read_response(self.reader)
         self.writer.close()
-        status_line, _, rest = response.partition(b"\r\n")
-        return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+        return status, data
 
     async def response(self, timeout: float = 15) -> tuple[int, bytes]:
         """The server's answer, read without sending the rest of the body."""
         assert self.reader
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
-        status_line, _, headers = head.partition(b"\r\n")
-        length = next(int(v) for k, _, v in (h.partition(b":") for h in headers.split(b"\r\n")) if k.lower() == b"content-length")
-        return int(status_line.split()[1]), await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        return await read_response(self.reader, timeout)
 
     def abandon(self) -> None:
         if self.writer:

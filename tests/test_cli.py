@@ -16,7 +16,8 @@ from tails_server.config import load_settings, parse_size
 
 def test_help_explains_every_option():
     out = subprocess.run([sys.executable, "-m", "tails_server", "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--host", "--port", "--storage-path", "--log-level", "--ledger-timeout", "--max-tails-size", "--max-genesis-size", "--pool-cache-size"):
+    for flag in ("--host", "--port", "--storage-path", "--log-level", "--ledger-timeout", "--max-tails-size", "--max-genesis-size",
+                 "--pool-cache-size", "--workers", "--read-timeout", "--tls-cert", "--tls-key"):
         assert flag in out
     assert "TAILS_SERVER_STORAGE_PATH" in out
 
