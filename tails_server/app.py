@@ -106,7 +106,9 @@ def create_app(settings: Settings) -> web.Application:
     """Wire storage, ledger and uploads into an application (storage is prepared on startup)."""
     storage = LocalStorage(settings.storage_path)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
-    uploads = Uploads(storage, ledger, settings.max_tails_size, settings.max_genesis_size, settings.read_timeout)
+    uploads = Uploads(
+        storage, ledger, settings.max_tails_size, settings.max_genesis_size, settings.read_timeout, settings.min_free_space
+    )
     app = web.Application(middlewares=[error_responses])
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
     app.add_routes(TailsRoutes(storage, uploads).table())

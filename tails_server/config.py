@@ -30,6 +30,7 @@ class Settings:
     pool_cache_size: int = 16
     workers: int = 1
     read_timeout: float = 60.0
+    min_free_space: int = 64 << 20
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -88,6 +89,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
+    option("--min-free-space", "Refuse uploads with 507 while storage has less free space than this, e.g. 64MiB.", defaults.min_free_space, type=parse_size)
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))

@@ -49,6 +49,12 @@ class Unavailable(TailsError):
     status = 503
 
 
+class InsufficientStorage(TailsError):
+    """Storing the upload would fill the disk (507); reads go on."""
+
+    status = 507
+
+
 class LedgerUnavailable(Unavailable):
     """The ledger could not answer in time or with consensus (503)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from aiohttp import web
 
@@ -51,7 +50,6 @@ class Health:
 
 def _free_bytes(storage: LocalStorage) -> int | None:
     try:
-        stat = os.statvfs(storage.root)
+        return storage.free_bytes()
     except OSError:
         return None
-    return stat.f_bavail * stat.f_frsize

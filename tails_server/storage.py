@@ -110,6 +110,11 @@ class LocalStorage:
                 return f"storage directory '{sub}' is missing or not writable"
         return None
 
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the storage filesystem."""
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
     def temp_file(self) -> TempFile:
         """A fresh temp file on the same filesystem as the published names."""
         return TempFile(self.root / TMP_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import TypeVar
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BadRequest, Conflict, PayloadTooLarge, RequestTimeout, Unavailable
+from .errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, RequestTimeout, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
@@ -86,13 +87,20 @@ class Uploads:
     """Runs uploads by registry id (checked on the ledger) and by hash (checked against itself)."""
 
     def __init__(
-        self, storage: LocalStorage, ledger: LedgerClient, max_tails_size: int, max_genesis_size: int, read_timeout: float
+        self,
+        storage: LocalStorage,
+        ledger: LedgerClient,
+        max_tails_size: int,
+        max_genesis_size: int,
+        read_timeout: float,
+        min_free_space: int = 0,
     ) -> None:
         self.storage = storage
         self.ledger = ledger
         self.max_tails_size = max_tails_size
         self.max_genesis_size = max_genesis_size
         self.read_timeout = read_timeout
+        self.min_free_space = min_free_space
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
         """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash."""
@@ -156,6 +164,8 @@ class Uploads:
         `expected` may still be running (the ledger lookup); if it fails, receiving stops there.
         """
         with storage_errors_are_unavailable():
+            if self.storage.free_bytes() < self.min_free_space:
+                raise InsufficientStorage("Storage is nearly full: uploads are refused, downloads go on.")
             temp = self.storage.temp_file()
         receiver = TailsReceiver(temp, self.max_tails_size)
         try:
@@ -214,4 +224,6 @@ def storage_errors_are_unavailable() -> Iterator[None]:
         raise
     except OSError as exc:
         LOGGER.error("storage error during upload: %s", exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("Storage is full.") from None
         raise Unavailable(f"Storage error: {exc.strerror or exc}") from None
