@@ -16,6 +16,7 @@ from .health import Health
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .storage import LocalStorage, StoredFile
+from .trust import TrustedLedgers
 from .uploads import Uploads
 
 LOGGER = logging.getLogger(__name__)
@@ -107,7 +108,13 @@ def create_app(settings: Settings) -> web.Application:
     storage = LocalStorage(settings.storage_path)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     uploads = Uploads(
-        storage, ledger, settings.max_tails_size, settings.max_genesis_size, settings.read_timeout, settings.min_free_space
+        storage,
+        ledger,
+        settings.max_tails_size,
+        settings.max_genesis_size,
+        settings.read_timeout,
+        settings.min_free_space,
+        TrustedLedgers.load(settings.ledgers),
     )
     app = web.Application(middlewares=[error_responses])
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes

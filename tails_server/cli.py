@@ -29,10 +29,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _announce(settings: Settings) -> None:
+    if settings.ledgers:
+        trust = "uploads by registry id are checked only on the trusted ledgers " + ", ".join(sorted(settings.ledgers))
+    else:
+        trust = (
+            "uploads by registry id are checked on whatever ledger the uploader's genesis names, as the "
+            "reference server does (use --ledger NAME=GENESIS_FILE to trust only your ledgers)"
+        )
     LOGGER.info(
-        "tails-server %s on %s://%s:%d with %d worker(s); uploads by registry id are checked on "
-        "the ledger the uploader's genesis names, as the reference server does",
-        __version__, settings.scheme, settings.host, settings.port, settings.workers,
+        "tails-server %s on %s://%s:%d with %d worker(s); %s",
+        __version__, settings.scheme, settings.host, settings.port, settings.workers, trust,
     )
 
 

@@ -7,8 +7,10 @@ import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .trust import TrustedLedgers
 
 ENV_PREFIX = "TAILS_SERVER_"
 _SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*")
@@ -31,6 +33,7 @@ class Settings:
     workers: int = 1
     read_timeout: float = 60.0
     min_free_space: int = 64 << 20
+    ledgers: dict[str, Path] = field(default_factory=dict)
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -66,6 +69,13 @@ def _positive(kind):
     return convert
 
 
+def _ledger(text: str) -> tuple[str, Path]:
+    name, sep, path = text.strip().partition("=")
+    if not sep or not re.fullmatch(r"[a-z0-9_-]{1,32}(:[a-z0-9_-]{1,32})?", name) or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=GENESIS_FILE with a did:indy namespace as NAME: {text!r}")
+    return name, Path(path)
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     """The server's command line; each flag's default comes from its environment variable."""
     defaults = Settings()
@@ -90,6 +100,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
     option("--min-free-space", "Refuse uploads with 507 while storage has less free space than this, e.g. 64MiB.", defaults.min_free_space, type=parse_size)
+    parser.add_argument(
+        "--ledger",
+        dest="ledgers",
+        action="append",
+        type=_ledger,
+        default=None,
+        metavar="NAME=GENESIS_FILE",
+        help="Trust only this ledger (repeatable): an uploaded genesis must describe its validators, else 403; "
+        "did:indy:NAME ids need no genesis part. Without it, the uploader's genesis is trusted, as by the "
+        f"reference server. [env {ENV_PREFIX}LEDGER, comma-separated]",
+    )
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
@@ -98,11 +119,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Parse flags (and the environment) into Settings; exits with a usage message on bad input."""
-    parser = build_parser(os.environ if env is None else env)
+    env = os.environ if env is None else env
+    parser = build_parser(env)
     values = vars(parser.parse_args(argv))
     if values["log_level"] not in LOG_LEVELS:  # argparse checks choices on flags, not on defaults
         parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
     values["storage_path"] = Path(values["storage_path"])
+    if values["ledgers"] is None:  # no --ledger flag: the environment's list (flags win)
+        try:
+            values["ledgers"] = [_ledger(item) for item in env.get(ENV_PREFIX + "LEDGER", "").split(",") if item.strip()]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"{ENV_PREFIX}LEDGER: {exc}")
+    values["ledgers"] = dict(values["ledgers"])
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         parser.error("--tls-cert and --tls-key go together")
     for key in ("tls_cert", "tls_key"):
@@ -112,4 +140,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         settings.ssl_context()  # refuse a bad certificate or key now, not in every worker
     except (OSError, ssl.SSLError) as exc:
         parser.error(f"cannot use --tls-cert/--tls-key: {exc}")
+    try:  # a bad genesis file stops the start here, with its reason
+
+        TrustedLedgers.load(settings.ledgers)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot use --ledger: {exc}")
     return settings

@@ -19,6 +19,12 @@ class BadRequest(TailsError):
     status = 400
 
 
+class Forbidden(TailsError):
+    """The upload names a ledger this server does not trust (403)."""
+
+    status = 403
+
+
 class NotFound(TailsError):
     """Nothing is stored, or the ledger has no such registry (404)."""
 

@@ -38,6 +38,7 @@ class Genesis:
 
     text: str
     key: str
+    validators: str  # fingerprint of the validator set: same ledger, however the file is laid out
 
     @classmethod
     def parse_cached(cls, raw: bytes) -> Genesis:
@@ -64,7 +65,7 @@ class Genesis:
         if len(lines) > MAX_NODES:
             raise InvalidGenesis(f"more than {MAX_NODES} transactions")
         aliases: dict[str, str] = {}
-        validators = 0
+        nodes: dict[str, dict] = {}  # later transactions of a node update its earlier fields
         canonical = []
         for number, line in enumerate(lines, 1):
             try:
@@ -77,15 +78,34 @@ class Genesis:
                 raise InvalidGenesis(f"line {number}: {exc}") from None
             if aliases.setdefault(dest, node["alias"]) != node["alias"]:
                 raise InvalidGenesis(f"line {number}: node {dest} appears under two aliases")
-            validators += "VALIDATOR" in node.get("services", ())
+            nodes.setdefault(dest, {}).update(node)
             canonical.append(json.dumps(txn, sort_keys=True, separators=(",", ":")))
+        validators = _validator_set(nodes)
         if not validators:
             raise InvalidGenesis("no node lists the VALIDATOR service")
         key = hashlib.sha256("\n".join(canonical).encode()).hexdigest()
-        return cls("\n".join(lines) + "\n", key)
+        fingerprint = hashlib.sha256(json.dumps(validators, sort_keys=True).encode()).hexdigest()
+        return cls("\n".join(lines) + "\n", key, fingerprint)
 
 
 _RECENT: dict[bytes, Genesis] = {}
+
+
+def _validator_set(nodes: dict[str, dict]) -> list[list]:
+    """Normalised identity and addresses of every validator, in a fixed order."""
+    return sorted(
+        [
+            dest,
+            node["alias"],
+            node.get("client_ip"),
+            int(node["client_port"]),
+            node.get("node_ip"),
+            int(node["node_port"]) if "node_port" in node else None,
+            node.get("blskey"),
+        ]
+        for dest, node in nodes.items()
+        if "VALIDATOR" in node.get("services", ())
+    )
 
 
 def _check_node_txn(txn: Any) -> tuple[str, dict]:

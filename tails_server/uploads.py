@@ -18,6 +18,7 @@ from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .storage import LocalStorage
 from .tails import TailsReceiver
+from .trust import FIRST_NOT_GENESIS, TrustedLedgers
 
 LOGGER = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ GENESIS_READ_SIZE = 1 << 14
 
 # The reference server's exact wording, which clients and test suites match.
 NOT_MULTIPART = "Expected mutlipart content type"
-FIRST_NOT_GENESIS = "First field in multipart request must have name 'genesis'"
 SECOND_NOT_TAILS = "Second field in multipart request must have name 'tails'"
 HASH_MISMATCH = "tailsHash does not match hash of file."
 ALREADY_STORED = "This tails file already exists."
@@ -94,6 +94,7 @@ class Uploads:
         max_genesis_size: int,
         read_timeout: float,
         min_free_space: int = 0,
+        trusted: TrustedLedgers | None = None,
     ) -> None:
         self.storage = storage
         self.ledger = ledger
@@ -101,24 +102,31 @@ class Uploads:
         self.max_genesis_size = max_genesis_size
         self.read_timeout = read_timeout
         self.min_free_space = min_free_space
+        self.trusted = trusted or TrustedLedgers({})
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
-        """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash."""
+        """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash.
+
+        A did:indy id of a trusted ledger may send `tails` alone.
+        """
         body = MultipartBody(request, self.read_timeout)
         part = await body.next_part()
-        if part is None or part.name != "genesis":
+        without_genesis = part is not None and part.name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
+        if part is None or (part.name != "genesis" and not without_genesis):
             raise BadRequest(FIRST_NOT_GENESIS)
         # Refuse early, before the ledger and before the tails bytes.
         if self.storage.has_id(rev_reg_id):
             raise Conflict(ALREADY_STORED)
-        genesis = Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
+        uploaded = None if without_genesis else Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
+        genesis = self.trusted.choose(rev_reg_id, uploaded)
         # The ledger lookup runs while the tails bytes arrive: a 404 or 503 still stops the
         # upload as soon as it is known, and an accepted upload does not wait for both in turn.
         lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
         try:
-            part = await body.next_part()
-            if part is None or part.name != "tails":
-                raise BadRequest(SECOND_NOT_TAILS)
+            if not without_genesis:
+                part = await body.next_part()
+                if part is None or part.name != "tails":
+                    raise BadRequest(SECOND_NOT_TAILS)
             return await self._receive_and_commit(
                 body.chunks(part),
                 lookup,
