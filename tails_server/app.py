@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from . import __version__
+from .auth import WRITE_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
 from .errors import NotFound, TailsError
@@ -32,12 +33,24 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     except TailsError as exc:
         if request.method == "PUT":  # operators need to see why an upload was refused
             LOGGER.warning("refused %s %s: %d %s%s", request.method, request.path, exc.status, exc.reason, _detail(exc))
-        return web.Response(status=exc.status, text=exc.reason)
+        return web.Response(status=exc.status, text=exc.reason, headers=exc.headers)
     except (web.HTTPException, asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
         LOGGER.exception("unexpected error on %s %s", request.method, request.path)
         return web.Response(status=500, text="Internal server error.")
+
+
+def require_api_key(keys: ApiKeys):
+    """Requests that write need a valid token; reads stay public."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        if request.method in WRITE_METHODS:
+            await keys.check(request)
+        return await handler(request)
+
+    return middleware
 
 
 def _detail(exc: TailsError) -> str:
@@ -116,7 +129,8 @@ def create_app(settings: Settings) -> web.Application:
         settings.min_free_space,
         TrustedLedgers.load(settings.ledgers),
     )
-    app = web.Application(middlewares=[error_responses])
+    keys = ApiKeys(settings.api_key_hashes)
+    app = web.Application(middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])])
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
     app.add_routes(TailsRoutes(storage, uploads).table())
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import secrets
+import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from . import __version__, logs
 from .app import create_app
+from .auth import hash_token
 from .config import Settings, load_settings
 from .workers import Supervisor
 
@@ -17,7 +20,10 @@ LOGGER = logging.getLogger("tails_server")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server (one process, or a supervisor and its workers) until interrupted."""
-    settings = load_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hash-api-key"]:
+        return hash_api_key(args[1:])
+    settings = load_settings(args)
     if settings.workers == 1:
         logs.configure(settings.log_level)
         _announce(settings)
@@ -28,6 +34,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return Supervisor(settings.workers, lambda: _worker(settings)).run()
 
 
+def hash_api_key(args: list[str]) -> int:
+    """`tails-server hash-api-key`: read a token on stdin (or make one) and print its hash."""
+    if args not in ([], ["--generate"]):
+        print("usage: tails-server hash-api-key [--generate]  (the token is read from stdin)", file=sys.stderr)
+        return 2
+    if args:
+        token = secrets.token_urlsafe(32)
+        print(f"token: {token}", file=sys.stderr)
+    else:
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("hash-api-key: no token on stdin", file=sys.stderr)
+            return 2
+    print(hash_token(token))
+    return 0
+
+
 def _announce(settings: Settings) -> None:
     if settings.ledgers:
         trust = "uploads by registry id are checked only on the trusted ledgers " + ", ".join(sorted(settings.ledgers))
@@ -36,9 +59,10 @@ def _announce(settings: Settings) -> None:
             "uploads by registry id are checked on whatever ledger the uploader's genesis names, as the "
             "reference server does (use --ledger NAME=GENESIS_FILE to trust only your ledgers)"
         )
+    writes = f"uploads need one of {len(settings.api_key_hashes)} API token(s)" if settings.api_key_hashes else "uploads need no token"
     LOGGER.info(
-        "tails-server %s on %s://%s:%d with %d worker(s); %s",
-        __version__, settings.scheme, settings.host, settings.port, settings.workers, trust,
+        "tails-server %s on %s://%s:%d with %d worker(s); %s; %s",
+        __version__, settings.scheme, settings.host, settings.port, settings.workers, trust, writes,
     )
 
 

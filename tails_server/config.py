@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .auth import load_hashes
 from .trust import TrustedLedgers
 
 ENV_PREFIX = "TAILS_SERVER_"
@@ -34,6 +35,7 @@ class Settings:
     read_timeout: float = 60.0
     min_free_space: int = 64 << 20
     ledgers: dict[str, Path] = field(default_factory=dict)
+    api_key_hashes: list[str] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -111,6 +113,15 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "did:indy:NAME ids need no genesis part. Without it, the uploader's genesis is trusted, as by the "
         f"reference server. [env {ENV_PREFIX}LEDGER, comma-separated]",
     )
+    parser.add_argument(
+        "--api-key-hash",
+        action="append",
+        default=None,
+        metavar="HASH",
+        help="Require a token for uploads: the scrypt hash of an accepted token, from 'tails-server hash-api-key' "
+        f"(repeatable). Reads stay public. [env {ENV_PREFIX}API_KEY_HASH, comma-separated]",
+    )
+    option("--api-keys-file", "File of accepted token hashes, one per line (# comments allowed).", None)
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
@@ -131,6 +142,14 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         except argparse.ArgumentTypeError as exc:
             parser.error(f"{ENV_PREFIX}LEDGER: {exc}")
     values["ledgers"] = dict(values["ledgers"])
+    direct = values.pop("api_key_hash")
+    if direct is None:
+        direct = env.get(ENV_PREFIX + "API_KEY_HASH", "").split(",")
+    try:
+        values["api_key_hashes"] = load_hashes(direct, [values.pop("api_keys_file")] if values.get("api_keys_file") else [])
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot use the API key hashes: {exc}")
+    values.pop("api_keys_file", None)
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         parser.error("--tls-cert and --tls-key go together")
     for key in ("tls_cert", "tls_key"):

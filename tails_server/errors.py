@@ -7,6 +7,7 @@ class TailsError(Exception):
     """A failure the client should see: an HTTP status and a one-line, printable reason."""
 
     status = 500
+    headers: dict[str, str] = {}
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
