@@ -91,12 +91,14 @@ class TailsRoutes:
     async def put_by_hash(self, request: web.Request) -> web.Response:
         """Upload a file named by its own hash."""
         tails_hash = TailsHash.parse(request.match_info["tails_hash"])
-        return web.Response(text=str(await self.uploads.put_by_hash(request, tails_hash)))
+        with self.uploads.admitted():
+            return web.Response(text=str(await self.uploads.put_by_hash(request, tails_hash)))
 
     async def put_by_id(self, request: web.Request) -> web.Response:
         """Upload a registry's file, checked against the ledger named by the genesis part."""
         rev_reg_id = _rev_reg_id(request)
-        return web.Response(text=str(await self.uploads.put_by_id(request, rev_reg_id)))
+        with self.uploads.admitted():
+            return web.Response(text=str(await self.uploads.put_by_id(request, rev_reg_id)))
 
     async def match(self, request: web.Request) -> web.Response:
         """Stored registry ids containing a substring (ids only, never server paths)."""
@@ -128,9 +130,13 @@ def create_app(settings: Settings) -> web.Application:
         settings.read_timeout,
         settings.min_free_space,
         TrustedLedgers.load(settings.ledgers),
+        settings.max_uploads,
     )
     keys = ApiKeys(settings.api_key_hashes)
-    app = web.Application(middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])])
+    app = web.Application(
+        middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])],
+        handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
+    )
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
     app.add_routes(TailsRoutes(storage, uploads).table())
 

@@ -33,6 +33,8 @@ class Settings:
     pool_cache_size: int = 16
     workers: int = 1
     read_timeout: float = 60.0
+    max_uploads: int = 64
+    max_header_size: int = 8190
     min_free_space: int = 64 << 20
     ledgers: dict[str, Path] = field(default_factory=dict)
     api_key_hashes: list[str] = field(default_factory=list)
@@ -100,6 +102,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
+    option("--max-uploads", "Uploads received at once per worker; more get 503 (each holds up to ~2 MiB of buffers).", defaults.max_uploads, type=_positive(int))
+    option("--max-header-size", "Longest request line or header field accepted, in bytes.", defaults.max_header_size, type=_positive(int))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
     option("--min-free-space", "Refuse uploads with 507 while storage has less free space than this, e.g. 64MiB.", defaults.min_free_space, type=parse_size)
     parser.add_argument(

@@ -95,6 +95,7 @@ class Uploads:
         read_timeout: float,
         min_free_space: int = 0,
         trusted: TrustedLedgers | None = None,
+        max_uploads: int = 64,
     ) -> None:
         self.storage = storage
         self.ledger = ledger
@@ -103,6 +104,8 @@ class Uploads:
         self.read_timeout = read_timeout
         self.min_free_space = min_free_space
         self.trusted = trusted or TrustedLedgers({})
+        self.max_uploads = max_uploads
+        self.active = 0
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
         """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash.
@@ -156,6 +159,17 @@ class Uploads:
             known,
             lambda temp, actual: self.storage.publish_hash(temp, actual),
         )
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count an upload in; past max_uploads it is turned away with 503 before any work."""
+        if self.active >= self.max_uploads:
+            raise Unavailable(f"Too many uploads in progress (limit {self.max_uploads}); retry shortly.")
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
     async def _read_genesis(self, read_chunk: ReadChunk) -> bytes:
         """The genesis part, capped: it is held in memory."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import quote
 
-from support import SlowUpload, encode_multipart, id_upload, random_tails, tails_hash, wait_for
+from support import SlowUpload, encode_multipart, id_upload, random_tails, raw_request, tails_hash, wait_for
 
 UPLOADERS = 8
 
@@ -166,3 +166,31 @@ async def test_stalled_upload_is_cut_off_with_408(new_server, ledger, issuer, ht
         assert status == 408 and b"No request data for 1 s" in text
     await wait_for(lambda: not any((proc.storage / ".tmp").iterdir()))
     assert list((proc.storage / "hash").iterdir()) == []
+
+
+async def test_uploads_past_max_uploads_get_503_and_the_rest_go_on(new_server, http):
+    proc = new_server("--max-uploads", "2")
+    held = []
+    for _ in range(2):  # two uploads in flight hold both places
+        data, h = random_tails(4096)
+        upload = SlowUpload(proc.port, f"/hash/{h}", data, "application/octet-stream")
+        await upload.send_first_half()
+        held.append((upload, h))
+    await wait_for(lambda: len(list((proc.storage / ".tmp").iterdir())) == 2)
+    data, h = random_tails(3)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 503 and "Too many uploads" in await resp.text()
+    async with http.get(proc.url + "/livez") as resp:
+        assert resp.status == 200
+    for upload, held_hash in held:
+        assert await upload.finish() == (200, held_hash.encode())
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+
+
+async def test_oversized_headers_are_refused(new_server, http):
+    proc = new_server("--max-header-size", "1024")
+    status, _ = await raw_request(proc.port, "GET", "/livez", {"X-Big": "a" * 2000})
+    assert status in (400, 431)
+    status, _ = await raw_request(proc.port, "GET", "/livez", {"X-Small": "a" * 500})
+    assert status == 200
