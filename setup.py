@@ -29,6 +29,7 @@ setup(
             "pytest-timeout>=2",
             "psutil>=5",
             "trustme>=1",
+            "hypothesis>=6",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",
