@@ -30,6 +30,7 @@ setup(
             "psutil>=5",
             "trustme>=1",
             "hypothesis>=6",
+            "schemathesis>=4",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",

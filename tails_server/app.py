@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, openapi
 from .auth import WRITE_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
@@ -69,6 +69,7 @@ class TailsRoutes:
         """Specific prefixes first; everything else is a registry id (which may contain '/')."""
         return [
             web.get("/", self.index, allow_head=True),
+            web.get("/openapi.json", self.openapi),
             web.get("/hash/{tails_hash}", self.get_by_hash, allow_head=True),
             web.put("/hash/{tails_hash}", self.put_by_hash),
             web.get("/match/{substring:.*}", self.match),
@@ -79,6 +80,10 @@ class TailsRoutes:
     async def index(self, request: web.Request) -> web.Response:
         """Identify the service."""
         return web.json_response({"service": "tails-server", "version": __version__})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI description of this API."""
+        return web.json_response(openapi.document())
 
     async def get_by_hash(self, request: web.Request) -> web.StreamResponse:
         """Download a file by its tails hash."""

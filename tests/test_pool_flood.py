@@ -27,7 +27,7 @@ async def test_distinct_genesis_flood_keeps_resources_bounded(new_server, http, 
         async with http.get(proc.url + "/status") as resp:
             assert (await resp.json())["ledger"]["cached_pools"] <= CACHE
     # Once the cache is full, every new ledger evicts (and closes) an old pool: no growth.
-    threads, fds = zip(*peaks)
+    threads, fds = zip(*peaks, strict=True)
     settled = slice(CACHE + 2, None)
     assert max(threads[settled]) - min(threads[settled]) <= 4, threads
     assert max(fds[settled]) - min(fds[settled]) <= 8, fds
