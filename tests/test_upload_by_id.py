@@ -147,9 +147,10 @@ async def test_oversized_tails_is_413_and_leaves_nothing(http, server, ledger, r
 
 
 async def test_poison_genesis_then_valid_upload_in_same_process(http, server, ledger, registry):
-    for name, genesis in poison_genesis(ledger.genesis_text).items():
-        status, body = await put(http, server, registry, genesis)
-        assert (status, body) == (400, "Genesis transactions are not valid."), name
+    for _ in range(3):  # repeated: none of them may reach indy-vdr even once
+        for name, genesis in poison_genesis(ledger.genesis_text).items():
+            status, body = await put(http, server, registry, genesis)
+            assert (status, body) == (400, "Genesis transactions are not valid."), name
     assert server.proc.poll() is None
     assert await put(http, server, registry, ledger.genesis_text) == (200, registry.tails_hash)
 
