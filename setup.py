@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["tails_server", "tails_server.*"]),
     python_requires=">=3.11",
     install_requires=[
-        "aiohttp>=3.10,<4",
+        "aiohttp>=3.14,<4",
         "indy-vdr>=0.4.2,<0.5",
         "base58>=2.1,<3",
         "portalocker>=2.7,<5",

@@ -79,5 +79,8 @@ def _serve(settings: Settings) -> None:
         reuse_port=settings.workers > 1,
         ssl_context=settings.ssl_context(),
         access_log_class=logs.AccessLogger,
+        # aiohttp starts this timer when a connection opens and does not extend it while request
+        # headers trickle in: it is the idle timeout and the slowloris guard at once.
+        keepalive_timeout=settings.idle_timeout,
         print=None,
     )

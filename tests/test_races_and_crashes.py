@@ -194,3 +194,26 @@ async def test_oversized_headers_are_refused(new_server, http):
     assert status in (400, 431)
     status, _ = await raw_request(proc.port, "GET", "/livez", {"X-Small": "a" * 500})
     assert status == 200
+
+
+async def test_slowloris_headers_are_cut_off_while_others_are_served(new_server, http):
+    """A client trickling its request headers loses the connection after --idle-timeout."""
+    proc = new_server("--idle-timeout", "1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+    closed = False
+    for i in range(40):  # one header byte every 0.25 s, never finishing: bounded to 10 s
+        async with http.get(proc.url + "/livez") as resp:
+            assert resp.status == 200  # everyone else is served meanwhile
+        try:
+            writer.write(b"X-Slow: " if i == 0 else b"a")
+            await writer.drain()
+            if await asyncio.wait_for(reader.read(1), 0.25) == b"":
+                closed = True
+                break
+        except (ConnectionError, TimeoutError):
+            if writer.transport.is_closing() or reader.at_eof():
+                closed = True
+                break
+    writer.close()
+    assert closed, "the server kept a connection whose headers never ended"
