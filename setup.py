@@ -31,6 +31,7 @@ setup(
             "trustme>=1",
             "hypothesis>=6",
             "schemathesis>=4",
+            "atheris>=2.3; python_version < \"3.14\"",
             "pytest-asyncio>=0.23",
             "anoncreds>=0.2.3,<0.3",
             "pyzmq>=25",

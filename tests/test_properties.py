@@ -159,3 +159,21 @@ def test_multipart_bodies_never_cause_a_server_error(server, body, by_hash):
     except urllib.error.HTTPError as exc:
         status = exc.code
     assert status < 500 or status == 503  # 503: the genesis pointed at no reachable ledger
+
+
+def test_atheris_fuzzing_of_the_parsers(tmp_path):
+    """Bounded coverage-guided fuzzing in a child process (libFuzzer exits non-zero on a crash)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("atheris", reason="atheris is not installable on this Python")
+    harness = Path(__file__).with_name("fuzz_parsers.py")
+    result = subprocess.run(
+        [sys.executable, str(harness), "-runs=200000", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done 200000 runs" in result.stderr
