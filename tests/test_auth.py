@@ -55,3 +55,21 @@ def test_bad_hash_options_stop_the_start(tmp_path):
     for args in (["--api-key-hash", "plain-token"], ["--api-keys-file", str(tmp_path / "missing")]):
         result = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and "api key" in result.stderr.lower(), args
+
+
+def test_every_hash_is_tried_with_a_constant_time_compare(monkeypatch):
+    """No early exit on a match, and digests are compared with hmac.compare_digest."""
+    import hashlib
+    import hmac
+
+    from tails_server.auth import ApiKeys
+
+    keys = ApiKeys([hash_token(TOKEN), hash_token(OTHER), hash_token("third-token-xyz")])
+    compares, derivations = [], []
+    real_compare, real_scrypt = hmac.compare_digest, hashlib.scrypt
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compares.append(1) or real_compare(a, b))
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: derivations.append(1) or real_scrypt(*a, **k))
+    assert keys._matches(TOKEN) is True  # the first hash matches...
+    assert (len(compares), len(derivations)) == (3, 3)  # ...and the other two are still computed
+    assert keys._matches("wrong") is False
+    assert (len(compares), len(derivations)) == (6, 6)
