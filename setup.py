@@ -22,6 +22,7 @@ setup(
         "indy-vdr>=0.4.2,<0.5",
         "base58>=2.1,<3",
         "portalocker>=2.7,<5",
+        "tqdm>=4.60",
     ],
     extras_require={
         "test": [

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, logs
+from . import __version__, logs, maintenance
 from .app import create_app
 from .auth import hash_token
-from .config import Settings, load_settings
+from .config import ENV_PREFIX, Settings, load_settings, parse_size
+from .storage import LocalStorage
 from .workers import Supervisor
 
 LOGGER = logging.getLogger("tails_server")
@@ -23,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hash-api-key"]:
         return hash_api_key(args[1:])
+    if args[:1] in (["verify"], ["import"]):
+        return maintain(args[0], args[1:])
     settings = load_settings(args)
     if settings.workers == 1:
         logs.configure(settings.log_level)
@@ -49,6 +55,32 @@ def hash_api_key(args: list[str]) -> int:
             return 2
     print(hash_token(token))
     return 0
+
+
+def maintain(command: str, args: list[str]) -> int:
+    """`tails-server verify [--quarantine]` and `tails-server import DIR`; exit 1 when anything is bad."""
+    parser = argparse.ArgumentParser(prog=f"tails-server {command}")
+    parser.add_argument("--storage-path", default=os.environ.get(ENV_PREFIX + "STORAGE_PATH", "tails-files"),
+                        help=f"The server's storage directory [env {ENV_PREFIX}STORAGE_PATH; default %(default)s]")
+    if command == "verify":
+        parser.description = "Re-hash every stored file against its name and check every registry id link."
+        parser.add_argument("--quarantine", action="store_true", help="Move bad files to .quarantine/ and unlink their ids.")
+    else:
+        parser.description = "Import a reference server's storage: files named by tails hash (checked) or by registry id."
+        parser.add_argument("source", type=Path, help="The directory to import (its hash/ subdirectory too).")
+        parser.add_argument("--max-tails-size", type=parse_size, default=Settings().max_tails_size)
+    options = parser.parse_args(args)
+    storage = LocalStorage(options.storage_path)
+    storage.prepare()
+    if command == "verify":
+        report = maintenance.verify(storage, options.quarantine)
+        report.print("verified")
+    else:
+        if not options.source.is_dir():
+            parser.error(f"not a directory: {options.source}")
+        report = maintenance.import_directory(storage, options.source, options.max_tails_size)
+        report.print("imported")
+    return 1 if report.bad else 0
 
 
 def _announce(settings: Settings) -> None:

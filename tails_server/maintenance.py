@@ -1,0 +1,142 @@
+"""Offline storage work: `tails-server verify` (re-hash everything) and `tails-server import DIR`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import BadRequest
+from .ids import RevRegId, TailsHash
+from .storage import HASH_DIR, ID_DIR, LocalStorage
+from .tails import HEADER, RECORD_SIZE, TailsReceiver
+
+QUARANTINE_DIR = ".quarantine"
+CHUNK = 1 << 20
+
+
+@dataclass
+class Report:
+    """What a run found, by outcome; `bad` decides the exit status."""
+
+    ok: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+
+    def print(self, ok_word: str) -> None:
+        for line in self.bad:
+            print(f"BAD {line}")
+        print(f"{len(self.ok)} {ok_word}, {len(self.skipped)} skipped, {len(self.bad)} bad")
+
+
+def _progress(items: list, what: str) -> Iterable:
+    return tqdm(items, desc=what, unit="file", disable=not sys.stderr.isatty())
+
+
+def _problem(path: Path) -> str | None:
+    """Why a file is not a well-formed tails file, or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        if file.read(len(HEADER)) != HEADER:
+            return 'does not start with "00 02"'
+    if (size - len(HEADER)) % RECORD_SIZE:
+        return "size is not 2 + 128·k"
+    return None
+
+
+def _hash_of(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            sha.update(chunk)
+    return TailsHash.of_digest(sha.digest()).value
+
+
+def verify(storage: LocalStorage, quarantine: bool) -> Report:
+    """Re-hash every stored file against its name; check every id link; optionally quarantine."""
+    report = Report()
+    hash_dir, id_dir = storage.root / HASH_DIR, storage.root / ID_DIR
+    links: dict[str, list[Path]] = {}
+    for link in id_dir.iterdir():
+        links.setdefault(os.readlink(link).rsplit("/", 1)[-1], []).append(link)
+    for path in _progress(sorted(hash_dir.iterdir()), "verifying"):
+        problem = _problem(path) or (None if _hash_of(path) == path.name else "content does not match its hash")
+        if problem is None:
+            report.ok.append(path.name)
+            continue
+        report.bad.append(f"hash/{path.name}: {problem}")
+        if quarantine:
+            (storage.root / QUARANTINE_DIR).mkdir(exist_ok=True)
+            for link in links.get(path.name, []):  # ids stop resolving before the file moves
+                link.unlink(missing_ok=True)
+            os.rename(path, storage.root / QUARANTINE_DIR / path.name)
+    for target, paths in links.items():
+        if not (hash_dir / target).exists():
+            for link in paths:
+                if link.is_symlink():
+                    report.bad.append(f"id/{link.name}: points at a missing file")
+                    if quarantine:
+                        link.unlink(missing_ok=True)
+    return report
+
+
+def import_directory(storage: LocalStorage, source: Path, max_size: int) -> Report:
+    """Publish a reference server's files: named by hash (checked) or by registry id (format only)."""
+    return asyncio.run(_import(storage, source, max_size))
+
+
+async def _import(storage: LocalStorage, source: Path, max_size: int) -> Report:
+    report = Report()
+    candidates = [p for p in sorted(source.iterdir()) if p.is_file()]
+    if (source / HASH_DIR).is_dir():
+        candidates += [p for p in sorted((source / HASH_DIR).iterdir()) if p.is_file()]
+    for path in _progress(candidates, "importing"):
+        name = path.name
+        try:
+            tails_hash = TailsHash.parse(name)
+            rev_reg_id = None
+        except BadRequest:
+            tails_hash = None
+            try:
+                rev_reg_id = RevRegId.parse(name)
+            except BadRequest:
+                report.skipped.append(f"{name}: not a tails hash or registry id")
+                continue
+        if (tails_hash and storage.has_hash(tails_hash)) or (rev_reg_id and storage.has_id(rev_reg_id)):
+            report.skipped.append(f"{name}: already stored")
+            continue
+        try:
+            actual = await _publish(storage, path, tails_hash, rev_reg_id, max_size)
+        except BadRequest as exc:
+            report.bad.append(f"{name}: {exc.reason}")
+            continue
+        report.ok.append(f"{name} ({actual})")
+    return report
+
+
+async def _publish(storage: LocalStorage, path: Path, tails_hash: TailsHash | None, rev_reg_id: RevRegId | None, max_size: int) -> TailsHash:
+    """The server's own pipeline: stream to a temp file, hash, check, publish without overwriting."""
+    temp = storage.temp_file()
+    receiver = TailsReceiver(temp, max_size)
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(CHUNK):
+                await receiver.feed(chunk)
+        actual = await receiver.finish()
+        if tails_hash is not None:
+            if actual != tails_hash:
+                raise BadRequest("content does not match its hash")
+            await storage.publish_hash(temp, actual)
+        else:
+            assert rev_reg_id is not None
+            await storage.publish_id(temp, rev_reg_id, actual)
+        return actual
+    finally:
+        await receiver.abort()
+        temp.discard()
