@@ -15,6 +15,7 @@ from .downloads import serve
 from .errors import NotFound, TailsError
 from .health import Health
 from .ids import RevRegId, TailsHash
+from .index import StoreIndex
 from .ledger import LedgerClient
 from .storage import LocalStorage, StoredFile
 from .trust import TrustedLedgers
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
+    app.router.add_get("/index.json", StoreIndex(storage).handle)
     app.add_routes(TailsRoutes(storage, uploads).table())
 
     async def startup(_app: web.Application) -> None:

@@ -88,6 +88,16 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "substring", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "get": {"summary": "Stored registry ids containing a substring", "responses": {"200": {"description": "ids", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}}},
             },
+            "/index.json": {
+                "get": {
+                    "summary": "Every stored file (hash, size, created, registry ids), sorted by hash, in pages",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                        {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": {"description": "a page; `next` is the cursor for the following one", "content": _JSON}, "400": _reason("bad limit")},
+                }
+            },
             "/livez": {"get": {"summary": "Liveness", "responses": {"200": _reason("ok")}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": _reason("ok"), "503": _reason("why not")}}},
             "/status": {"get": {"summary": "Status document", "responses": {"200": {"description": "ok", "content": _JSON}, "503": {"description": "storage unavailable", "content": _JSON}}}},
