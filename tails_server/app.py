@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from . import __version__, openapi
-from .auth import WRITE_METHODS, ApiKeys
+from .auth import UPLOAD_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
 from .errors import NotFound, TailsError
@@ -47,7 +47,7 @@ def require_api_key(keys: ApiKeys):
 
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        if request.method in WRITE_METHODS:
+        if request.method in UPLOAD_METHODS:
             await keys.check(request)
         return await handler(request)
 
@@ -62,9 +62,10 @@ def _detail(exc: TailsError) -> str:
 class TailsRoutes:
     """One handler per route; each parses its path once and delegates."""
 
-    def __init__(self, storage: LocalStorage, uploads: Uploads) -> None:
+    def __init__(self, storage: LocalStorage, uploads: Uploads, admin: ApiKeys | None = None) -> None:
         self.storage = storage
         self.uploads = uploads
+        self.admin = admin  # set only with --allow-delete
 
     def table(self) -> list[web.AbstractRouteDef]:
         """Specific prefixes first; everything else is a registry id (which may contain '/')."""
@@ -76,7 +77,10 @@ class TailsRoutes:
             web.get("/match/{substring:.*}", self.match),
             web.get("/{rev_reg_id:.+}", self.get_by_id, allow_head=True),
             web.put("/{rev_reg_id:.+}", self.put_by_id),
-        ]
+        ] + ([
+            web.delete("/hash/{tails_hash}", self.delete_by_hash),
+            web.delete("/{rev_reg_id:.+}", self.delete_by_id),
+        ] if self.admin else [])
 
     async def index(self, request: web.Request) -> web.Response:
         """Identify the service."""
@@ -106,6 +110,18 @@ class TailsRoutes:
         with self.uploads.admitted():
             return web.Response(text=str(await self.uploads.put_by_id(request, rev_reg_id)))
 
+    async def delete_by_hash(self, request: web.Request) -> web.Response:
+        """Admin: remove a file and every registry id that points at it."""
+        tails_hash = TailsHash.parse(request.match_info["tails_hash"])
+        await self.admin.check(request, "Deletions")
+        return _deleted(await self.storage.delete_hash(tails_hash), request)
+
+    async def delete_by_id(self, request: web.Request) -> web.Response:
+        """Admin: remove a registry id (its file stays if stored by hash or for other ids)."""
+        rev_reg_id = _rev_reg_id(request)
+        await self.admin.check(request, "Deletions")
+        return _deleted(await self.storage.delete_id(rev_reg_id), request)
+
     async def match(self, request: web.Request) -> web.Response:
         """Stored registry ids containing a substring (ids only, never server paths)."""
         substring = request.match_info["substring"][:MAX_MATCH_LENGTH]
@@ -116,6 +132,13 @@ class TailsRoutes:
 def _rev_reg_id(request: web.Request) -> RevRegId:
     """Parse from the raw path, so an encoded '/' (%2F) never acts as a separator."""
     return RevRegId.from_raw_path(request.rel_url.raw_path[1:])
+
+
+def _deleted(existed: bool, request: web.Request) -> web.Response:
+    if not existed:
+        raise NotFound("404: Not Found")
+    LOGGER.warning("deleted %s", request.path)
+    return web.Response(text="Deleted.")
 
 
 def _serve_or_404(stored: StoredFile | None) -> web.StreamResponse:
@@ -145,7 +168,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
     app.router.add_get("/index.json", StoreIndex(storage).handle)
-    app.add_routes(TailsRoutes(storage, uploads).table())
+    admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
+    app.add_routes(TailsRoutes(storage, uploads, admin).table())
 
     async def startup(_app: web.Application) -> None:
         # Worker threads hash, write and fsync uploads and wait on locks: enough of them that a

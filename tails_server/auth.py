@@ -22,7 +22,7 @@ from .errors import TailsError
 SCHEME = "scrypt"
 N, R, P = 1 << 14, 8, 1  # about 50 ms and 16 MiB per check: slow for guessing, fine for an upload
 CHALLENGE = 'Bearer realm="tails-server", Basic realm="tails-server"'
-WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+UPLOAD_METHODS = frozenset({"PUT", "POST", "PATCH"})  # DELETE needs an admin token instead
 
 
 class Unauthorized(TailsError):
@@ -52,11 +52,11 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self.entries)
 
-    async def check(self, request: web.Request) -> None:
+    async def check(self, request: web.Request, what: str = "Uploads") -> None:
         """Raise Unauthorized unless the request carries a token matching one hash."""
         token = _token(request)
         if token is None:
-            raise Unauthorized("Uploads need an API token: Authorization: Bearer TOKEN.")
+            raise Unauthorized(f"{what} need an API token: Authorization: Bearer TOKEN.")
         fingerprint = hmac.new(self._pepper, token.encode(), hashlib.sha256).digest()
         if fingerprint in self._verified:
             self._verified.move_to_end(fingerprint)

@@ -39,6 +39,8 @@ class Settings:
     min_free_space: int = 64 << 20
     ledgers: dict[str, Path] = field(default_factory=dict)
     api_key_hashes: list[str] = field(default_factory=list)
+    allow_delete: bool = False
+    admin_key_hashes: list[str] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -128,6 +130,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         f"(repeatable). Reads stay public. [env {ENV_PREFIX}API_KEY_HASH, comma-separated]",
     )
     option("--api-keys-file", "File of accepted token hashes, one per line (# comments allowed).", None)
+    parser.add_argument(
+        "--allow-delete",
+        action="store_true",
+        default=env.get(ENV_PREFIX + "ALLOW_DELETE", "").lower() in ("1", "true", "yes"),
+        help="Enable DELETE /{id} and /hash/{hash} for holders of an admin token (off by default: files are "
+        f"immutable). [env {ENV_PREFIX}ALLOW_DELETE=true]",
+    )
+    parser.add_argument(
+        "--admin-key-hash",
+        action="append",
+        default=None,
+        metavar="HASH",
+        help=f"Hash of an admin token for --allow-delete (from 'tails-server hash-api-key'; repeatable). [env {ENV_PREFIX}ADMIN_KEY_HASH, comma-separated]",
+    )
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
@@ -156,6 +172,15 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     except (OSError, ValueError) as exc:
         parser.error(f"cannot use the API key hashes: {exc}")
     values.pop("api_keys_file", None)
+    admin = values.pop("admin_key_hash")
+    if admin is None:
+        admin = env.get(ENV_PREFIX + "ADMIN_KEY_HASH", "").split(",")
+    try:
+        values["admin_key_hashes"] = load_hashes(admin, [])
+    except ValueError as exc:
+        parser.error(f"cannot use the admin key hashes: {exc}")
+    if values["allow_delete"] and not values["admin_key_hashes"]:
+        parser.error("--allow-delete needs at least one --admin-key-hash")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         parser.error("--tls-cert and --tls-key go together")
     for key in ("tls_cert", "tls_key"):

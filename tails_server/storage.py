@@ -178,6 +178,36 @@ class LocalStorage:
         """Publish a verified temp file for a registry id; False if the id already has a file."""
         return await self._locked(rev_reg_id.value, self._link_id, temp, rev_reg_id, tails_hash)
 
+    async def delete_id(self, rev_reg_id: RevRegId) -> bool:
+        """Remove a registry id's link (its file stays for other names); False if absent."""
+        return await self._locked(rev_reg_id.value, self._unlink_id, rev_reg_id)
+
+    async def delete_hash(self, tails_hash: TailsHash) -> bool:
+        """Remove a file and every id pointing at it (ids first, so none dangles); False if absent."""
+        return await self._locked(tails_hash.value, self._unlink_hash, tails_hash)
+
+    def _unlink_id(self, rev_reg_id: RevRegId) -> bool:
+        try:
+            (self.root / ID_DIR / rev_reg_id.storage_name).unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.root / ID_DIR)
+        return True
+
+    def _unlink_hash(self, tails_hash: TailsHash) -> bool:
+        if not self.has_hash(tails_hash):
+            return False
+        target = f"../{HASH_DIR}/{tails_hash.value}"
+        for entry in os.scandir(self.root / ID_DIR):
+            with contextlib.suppress(OSError):
+                if os.readlink(entry.path) == target:
+                    os.unlink(entry.path)
+        _fsync_dir(self.root / ID_DIR)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / HASH_DIR / tails_hash.value).unlink()
+        _fsync_dir(self.root / HASH_DIR)
+        return True
+
     async def _locked(self, name: str, action, *args) -> bool:
         """Run `action` in a worker thread holding the stripe's in-process and file locks.
 
