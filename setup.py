@@ -23,6 +23,7 @@ setup(
         "base58>=2.1,<3",
         "portalocker>=2.7,<5",
         "tqdm>=4.60",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import __version__, openapi
+from . import __version__, metrics, openapi
 from .auth import UPLOAD_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
@@ -29,9 +30,11 @@ WORKER_THREADS = 32
 @web.middleware
 async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     """Turn every TailsError into its status and one-line reason; never leak a traceback."""
+    request[metrics.STARTED] = time.perf_counter()
     try:
         return await handler(request)
     except TailsError as exc:
+        request[metrics.ERROR] = exc
         if request.method == "PUT":  # operators need to see why an upload was refused
             LOGGER.warning("refused %s %s: %d %s%s", request.method, request.path, exc.status, exc.reason, _detail(exc))
         return web.Response(status=exc.status, text=exc.reason, headers=exc.headers)
@@ -166,8 +169,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])],
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
-    app.add_routes(Health(storage, ledger).table())  # before the catch-all id routes
+    app.add_routes(Health(storage, ledger).table())  # fixed paths before the catch-all id routes
     app.router.add_get("/index.json", StoreIndex(storage).handle)
+    metrics.install(app, storage, ledger)
     admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
     app.add_routes(TailsRoutes(storage, uploads, admin).table())
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from . import __version__, logs, maintenance
-from .app import create_app
 from .auth import hash_token
 from .config import ENV_PREFIX, Settings, load_settings, parse_size
 from .storage import LocalStorage
@@ -37,7 +38,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=settings.log_level, format=logs.FORMAT)  # no threads before fork()
     _announce(settings)
-    return Supervisor(settings.workers, lambda: _worker(settings)).run()
+    with _shared_metrics_dir():
+        return Supervisor(settings.workers, lambda: _worker(settings)).run()
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Workers write metric values here so a scrape on any of them sums all (before any import of them)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="tails-server-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def hash_api_key(args: list[str]) -> int:
@@ -104,6 +120,8 @@ def _worker(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    from .app import create_app  # imported late: the metrics mode is chosen when it first loads
+
     web.run_app(
         create_app(settings),
         host=settings.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -16,6 +17,7 @@ from .errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, 
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
+from .metrics import LEDGER_LATENCY
 from .storage import LocalStorage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
@@ -125,6 +127,8 @@ class Uploads:
         # The ledger lookup runs while the tails bytes arrive: a 404 or 503 still stops the
         # upload as soon as it is known, and an accepted upload does not wait for both in turn.
         lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
+        started = time.perf_counter()
+        lookup.add_done_callback(lambda _done: LEDGER_LATENCY.observe(time.perf_counter() - started))
         try:
             if not without_genesis:
                 part = await body.next_part()

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
 
 LOGGER = logging.getLogger(__name__)
 EARLY_EXIT = 3.0  # a worker that fails (exit status > 0) this soon is misconfigured: give up
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """Drop a dead worker's live gauges from the shared metrics directory."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 class Supervisor:
@@ -43,6 +52,7 @@ class Supervisor:
                     self._stopping, status = True, 1
                     break
                 LOGGER.warning("worker %d exited with %s; starting another", proc.pid, proc.exitcode)
+                _forget_metrics_of(proc.pid)
                 self._workers[index] = self._start_one()
         for proc, _ in self._workers:
             if proc.is_alive():

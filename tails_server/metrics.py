@@ -1,0 +1,104 @@
+"""Prometheus metrics at GET /metrics, summed over all worker processes.
+
+With several workers, each writes its values to PROMETHEUS_MULTIPROC_DIR (set by the command line
+before this module is imported) and a scrape on any worker reads all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from .errors import LedgerUnavailable, TailsError
+
+if TYPE_CHECKING:
+    from .ledger import LedgerClient
+    from .storage import LocalStorage
+
+REQUESTS = Counter("tails_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
+LATENCY = Histogram("tails_http_request_duration_seconds", "Time to answer a request.", ["route", "method"])
+BYTES_IN = Counter("tails_http_received_bytes_total", "Request body bytes received.")
+BYTES_OUT = Counter("tails_http_sent_bytes_total", "Response body bytes sent.")
+UPLOADS = Counter("tails_uploads_total", "Uploads by outcome.", ["outcome"])
+LEDGER_LATENCY = Histogram("tails_ledger_lookup_duration_seconds", "Time for a registry lookup on the ledger.")
+POOLS = Gauge("tails_ledger_pools_cached", "Open ledger pools kept for reuse.", multiprocess_mode="livesum")
+FREE = Gauge("tails_storage_free_bytes", "Free space on the storage filesystem.", multiprocess_mode="max")
+
+STARTED, ERROR = "tails_started", "tails_error"  # notes the error middleware leaves on a request
+OUTCOMES = ("stored", "duplicate", "hash_mismatch", "not_on_ledger", "ledger_error", "refused")
+
+
+def upload_outcome(status: int, error: Exception | None) -> str:
+    """Name what happened to an upload, from its status and the error that ended it."""
+    if status == 200:
+        return "stored"
+    if status == 409:
+        return "duplicate"
+    if status == 404:
+        return "not_on_ledger"
+    if isinstance(error, LedgerUnavailable):
+        return "ledger_error"
+    if isinstance(error, TailsError) and error.reason == "tailsHash does not match hash of file.":
+        return "hash_mismatch"
+    return "refused"
+
+
+def observe(request: web.BaseRequest, status: int, sent: int | None, started: float | None, error: Exception | None) -> None:
+    """Record one answered request (called as its headers are about to be sent)."""
+    match_info = getattr(request, "match_info", None)
+    resource = match_info.route.resource if match_info is not None else None
+    route = resource.canonical if resource is not None else "unmatched"
+    REQUESTS.labels(route, request.method, str(status)).inc()
+    if started is not None:
+        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    if request.content_length:
+        BYTES_IN.inc(request.content_length)
+    if sent:
+        BYTES_OUT.inc(sent)
+    if request.method == "PUT":
+        UPLOADS.labels(upload_outcome(status, error)).inc()
+
+
+def install(app: web.Application, storage: LocalStorage, ledger: LedgerClient) -> None:
+    """Serve /metrics and record every response as its headers go out."""
+
+    async def record(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        observe(request, response.status, response.content_length, request.get(STARTED), request.get(ERROR))
+        POOLS.set(ledger.cached_pools)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        free = await asyncio.get_running_loop().run_in_executor(None, _free_bytes, storage)
+        return scrape(free)
+
+    app.router.add_get("/metrics", metrics)
+    app.on_response_prepare.append(record)
+
+
+def _free_bytes(storage: LocalStorage) -> int | None:
+    try:
+        return storage.free_bytes()
+    except OSError:
+        return None
+
+
+def scrape(storage_free: int | None) -> web.Response:
+    """The exposition text, from every worker when running several."""
+    if storage_free is not None:
+        FREE.set(storage_free)
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+for _outcome in OUTCOMES:  # every outcome is visible from the start, at zero
+    UPLOADS.labels(_outcome)

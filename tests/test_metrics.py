@@ -1,0 +1,76 @@
+"""GET /metrics: scraped and parsed; counts are right with one worker and summed over two."""
+
+from __future__ import annotations
+
+from ledger_double import DISAGREE
+from prometheus_client.parser import text_string_to_metric_families
+from support import id_upload, random_tails
+
+OCTET = {"Content-Type": "application/octet-stream", "Connection": "close"}
+
+
+async def scrape(http, proc) -> dict:
+    async with http.get(proc.url + "/metrics", headers={"Connection": "close"}) as resp:
+        assert resp.status == 200 and resp.content_type == "text/plain"
+        text = await resp.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_upload_outcomes_requests_and_bytes(new_server, http, ledger, issuer):
+    proc = new_server()
+    data, h = random_tails(100)
+    for _ in range(2):  # stored, then duplicate
+        async with http.put(f"{proc.url}/hash/{h}", data=data, headers=OCTET) as resp:
+            assert resp.status in (200, 409)
+    _, other = random_tails(1)
+    async with http.put(f"{proc.url}/hash/{other}", data=data, headers=OCTET) as resp:
+        assert resp.status == 400  # hash mismatch
+    missing = issuer.registry(5)
+    async with http.put(proc.url + missing.path, data=id_upload(ledger.genesis_text, missing.tails)) as resp:
+        assert resp.status == 404  # not on the ledger
+    made = issuer.registry(5)
+    ledger.publish(made.definition)
+    ledger.set_modes(DISAGREE)
+    async with http.put(proc.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+        assert resp.status == 503  # ledger error
+    ledger.set_modes("ok")
+    async with http.put(proc.url + made.path, data=b"x", headers={"Content-Type": "text/plain"}) as resp:
+        assert resp.status == 400  # refused
+    async with http.put(proc.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
+        assert resp.status == 200  # stored, and its pool stays open
+    for _ in range(3):
+        async with http.get(f"{proc.url}/hash/{h}") as resp:
+            assert await resp.read() == data
+
+    samples = await scrape(http, proc)
+    for outcome, expected in (("stored", 2), ("duplicate", 1), ("hash_mismatch", 1), ("not_on_ledger", 1), ("ledger_error", 1), ("refused", 1)):
+        assert value(samples, "tails_uploads_total", outcome=outcome) == expected, outcome
+    assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 3
+    assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="PUT", status="409") == 1
+    assert value(samples, "tails_http_sent_bytes_total") >= 3 * len(data)
+    assert value(samples, "tails_http_received_bytes_total") >= 3 * len(data)
+    assert value(samples, "tails_ledger_lookup_duration_seconds_count") == 3
+    assert value(samples, "tails_ledger_pools_cached") >= 1
+    assert value(samples, "tails_storage_free_bytes") > 0
+
+
+async def test_counts_are_summed_over_workers(new_server, http):
+    proc = new_server("--workers", "2")
+    data, h = random_tails(10)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers=OCTET) as resp:
+        assert resp.status == 200
+    for _ in range(20):  # new connections: SO_REUSEPORT spreads them over both workers
+        async with http.get(f"{proc.url}/hash/{h}", headers={"Connection": "close"}) as resp:
+            assert resp.status == 200
+    for _ in range(4):  # whichever worker answers the scrape, it reports the sum
+        samples = await scrape(http, proc)
+        assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 20
+        assert value(samples, "tails_uploads_total", outcome="stored") == 1
