@@ -32,11 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return maintain(args[0], args[1:])
     settings = load_settings(args)
     if settings.workers == 1:
-        logs.configure(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         _announce(settings)
         _serve(settings)
         return 0
     logging.basicConfig(level=settings.log_level, format=logs.FORMAT)  # no threads before fork()
+    if settings.log_format == "json":
+        logging.getLogger().handlers[0].setFormatter(logs.JsonFormatter())
     _announce(settings)
     with _shared_metrics_dir():
         return Supervisor(settings.workers, lambda: _worker(settings)).run()
@@ -115,7 +117,7 @@ def _announce(settings: Settings) -> None:
 
 
 def _worker(settings: Settings) -> None:
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     _serve(settings)
 
 

@@ -27,6 +27,7 @@ class Settings:
     port: int = 6543
     storage_path: Path = Path("tails-files")
     log_level: str = "INFO"
+    log_format: str = "text"
     ledger_timeout: float = 8.0
     max_tails_size: int = 64 << 20
     max_genesis_size: int = 1 << 20
@@ -101,6 +102,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--port", "TCP port to listen on.", defaults.port, type=_positive(int))
     option("--storage-path", "Directory for tails files; created on start.", str(defaults.storage_path))
     option("--log-level", "Logging level.", defaults.log_level, type=str.upper, choices=LOG_LEVELS)
+    option("--log-format", "text, or json: one JSON object per line, access lines included.", defaults.log_format, choices=["text", "json"])
     option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
@@ -155,6 +157,8 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     env = os.environ if env is None else env
     parser = build_parser(env)
     values = vars(parser.parse_args(argv))
+    if values["log_format"] not in ("text", "json"):
+        parser.error(f"invalid log format: {values['log_format']!r} (choose text or json)")
     if values["log_level"] not in LOG_LEVELS:  # argparse checks choices on flags, not on defaults
         parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
     values["storage_path"] = Path(values["storage_path"])
