@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, logs, maintenance
+from . import __version__, client, logs, maintenance
 from .auth import hash_token
 from .config import ENV_PREFIX, Settings, load_settings, parse_size
 from .storage import LocalStorage
@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return hash_api_key(args[1:])
     if args[:1] in (["verify"], ["import"]):
         return maintain(args[0], args[1:])
+    if args[:1] == ["upload"]:
+        return client.upload(args[1:])
+    if args[:1] == ["download"]:
+        return client.download(args[1:])
     settings = load_settings(args)
     if settings.workers == 1:
         logs.configure(settings.log_level, settings.log_format)
