@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
-import time
-import uuid
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -27,44 +27,43 @@ from .uploads import Uploads
 LOGGER = logging.getLogger(__name__)
 MAX_MATCH_LENGTH = 512
 WORKER_THREADS = 32
-REQUEST_ID_KEY = "tails_request_id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ID_PREFIX = secrets.token_hex(12)  # imported after fork(): every worker has its own
+_ID_COUNTER = itertools.count()
 
 
 @web.middleware
 async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     """Turn every TailsError into its status and one-line reason; never leak a traceback."""
-    request[metrics.STARTED] = time.perf_counter()
-    request[REQUEST_ID_KEY] = request_id = _request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+    request_id = _request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     logs.REQUEST_ID.set(request_id)
+    tag = {logs.REQUEST_ID_HEADER: request_id}  # every response carries it, so clients and logs match
     try:
-        return await handler(request)
+        response = await handler(request)
+        response.headers.update(tag)
+        return response
     except TailsError as exc:
         request[metrics.ERROR] = exc
         if request.method == "PUT":  # operators need to see why an upload was refused
             LOGGER.warning(
                 "refused %s %s (request %s): %d %s%s", request.method, request.path, request_id, exc.status, exc.reason, _detail(exc)
             )
-        return web.Response(status=exc.status, text=exc.reason, headers=exc.headers)
-    except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+        return web.Response(status=exc.status, text=exc.reason, headers={**exc.headers, **tag})
+    except web.HTTPException as exc:
+        exc.headers.update(tag)
+        raise
+    except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
         LOGGER.exception("unexpected error on %s %s", request.method, request.path)
-        return web.Response(status=500, text="Internal server error.")
+        return web.Response(status=500, text="Internal server error.", headers=tag)
 
 
 def _request_id(offered: str | None) -> str:
-    """The client's X-Request-ID if it is a sane token, else a new one."""
+    """The client's X-Request-ID if it is a sane token, else a new one (random per process, then counted)."""
     if offered and _REQUEST_ID.fullmatch(offered):
         return offered
-    return uuid.uuid4().hex
-
-
-async def _tag_response(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """Every response carries its request id, so clients and logs can be matched."""
-    request_id = request.get(REQUEST_ID_KEY) if isinstance(request, web.Request) else None
-    if request_id:
-        response.headers[logs.REQUEST_ID_HEADER] = request_id
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 def require_api_key(keys: ApiKeys):
@@ -194,7 +193,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(Health(storage, ledger).table())  # fixed paths before the catch-all id routes
     app.router.add_get("/index.json", StoreIndex(storage).handle)
     metrics.install(app, storage, ledger)
-    app.on_response_prepare.append(_tag_response)
     admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
     app.add_routes(TailsRoutes(storage, uploads, admin).table())
 

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import indy_vdr
@@ -41,6 +42,7 @@ class LedgerClient:
         self._pools: OrderedDict[str, _CachedPool] = OrderedDict()
         self._opening: dict[str, asyncio.Task[Pool]] = {}
         self._closing: set[asyncio.Future] = set()
+        self.on_pools_changed: Callable[[int], None] = lambda _count: None  # e.g. a metrics gauge
 
     @staticmethod
     def configure(timeout: float) -> None:
@@ -135,6 +137,7 @@ class LedgerClient:
         while len(self._pools) > self.max_pools:
             _, evicted = self._pools.popitem(last=False)
             self._close_later(evicted.pool)
+        self.on_pools_changed(len(self._pools))
         LOGGER.info("opened ledger pool %s (%d cached)", genesis.key[:12], len(self._pools))
         return pool
 
@@ -143,6 +146,7 @@ class LedgerClient:
         cached = self._pools.pop(key, None)
         if cached:
             self._close_later(cached.pool)
+            self.on_pools_changed(len(self._pools))
 
     def _close_later(self, pool: Pool) -> None:
         """Pool.close() can block for seconds: run it on a worker thread."""

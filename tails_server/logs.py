@@ -54,15 +54,20 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: time, client, request line, status, bytes, milliseconds, request id."""
 
     json = False  # set by configure()
+    observe = None  # metrics.observe, once metrics are installed: one call per request for both
     _lines: list[str] = []
     _second = -1
     _stamp = ""
 
     def log(self, request: BaseRequest, response: StreamResponse, elapsed: float) -> None:
+        size = response.content_length if response.content_length is not None else response.body_length
+        if AccessLogger.observe is not None:
+            AccessLogger.observe(request, response.status, size, elapsed)
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
         now = int(time.time())
         if now != AccessLogger._second:  # format the timestamp once a second, not once a request
             AccessLogger._second, AccessLogger._stamp = now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        size = response.content_length if response.content_length is not None else response.body_length
         request_id = response.headers.get(REQUEST_ID_HEADER, "-")
         if AccessLogger.json:
             line = json.dumps({
@@ -82,8 +87,8 @@ class AccessLogger(AbstractAccessLogger):
 
     @property
     def enabled(self) -> bool:
-        """Access lines are INFO messages of the 'aiohttp.access' logger."""
-        return self.logger.isEnabledFor(logging.INFO)
+        """Always called, for the metrics; the line itself is written only at INFO."""
+        return True
 
 
 def flush_access_lines() -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from . import logs
 from .errors import LedgerUnavailable, TailsError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ LEDGER_LATENCY = Histogram("tails_ledger_lookup_duration_seconds", "Time for a r
 POOLS = Gauge("tails_ledger_pools_cached", "Open ledger pools kept for reuse.", multiprocess_mode="livesum")
 FREE = Gauge("tails_storage_free_bytes", "Free space on the storage filesystem.", multiprocess_mode="max")
 
-STARTED, ERROR = "tails_started", "tails_error"  # notes the error middleware leaves on a request
+ERROR = "tails_error"  # the error middleware leaves a request's TailsError here
 OUTCOMES = ("stored", "duplicate", "hash_mismatch", "not_on_ledger", "ledger_error", "refused")
 
 
@@ -48,35 +48,38 @@ def upload_outcome(status: int, error: Exception | None) -> str:
     return "refused"
 
 
-def observe(request: web.BaseRequest, status: int, sent: int | None, started: float | None, error: Exception | None) -> None:
-    """Record one answered request (called as its headers are about to be sent)."""
+_SERIES: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up once per label set
+
+
+def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: float | None) -> None:
+    """Record one answered request (called by the access logger, once per request)."""
     match_info = getattr(request, "match_info", None)
     resource = match_info.route.resource if match_info is not None else None
-    route = resource.canonical if resource is not None else "unmatched"
-    REQUESTS.labels(route, request.method, str(status)).inc()
-    if started is not None:
-        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    key = (resource.canonical if resource is not None else "unmatched", request.method, status)
+    series = _SERIES.get(key)
+    if series is None:
+        series = _SERIES[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(key[0], key[1]))
+    series[0].inc()
+    if elapsed is not None:
+        series[1].observe(elapsed)
     if request.content_length:
         BYTES_IN.inc(request.content_length)
     if sent:
         BYTES_OUT.inc(sent)
     if request.method == "PUT":
-        UPLOADS.labels(upload_outcome(status, error)).inc()
+        UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
 
 
 def install(app: web.Application, storage: LocalStorage, ledger: LedgerClient) -> None:
-    """Serve /metrics and record every response as its headers go out."""
-
-    async def record(request: web.BaseRequest, response: web.StreamResponse) -> None:
-        observe(request, response.status, response.content_length, request.get(STARTED), request.get(ERROR))
-        POOLS.set(ledger.cached_pools)
+    """Serve /metrics; requests are counted by the access logger, pools by the ledger client."""
+    logs.AccessLogger.observe = staticmethod(observe)
+    ledger.on_pools_changed = POOLS.set
 
     async def metrics(_request: web.Request) -> web.Response:
         free = await asyncio.get_running_loop().run_in_executor(None, _free_bytes, storage)
         return scrape(free)
 
     app.router.add_get("/metrics", metrics)
-    app.on_response_prepare.append(record)
 
 
 def _free_bytes(storage: LocalStorage) -> int | None:
