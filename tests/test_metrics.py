@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ledger_double import DISAGREE
 from prometheus_client.parser import text_string_to_metric_families
 from support import id_upload, random_tails
@@ -22,6 +24,16 @@ async def scrape(http, proc) -> dict:
 
 def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def settled(http, proc, check) -> dict:
+    """Scrape until `check(samples)` holds: a request is counted just after its response is sent."""
+    for _ in range(50):  # bounded: 5 s
+        samples = await scrape(http, proc)
+        if check(samples):
+            return samples
+        await asyncio.sleep(0.1)
+    return samples
 
 
 async def test_upload_outcomes_requests_and_bytes(new_server, http, ledger, issuer):
@@ -50,7 +62,7 @@ async def test_upload_outcomes_requests_and_bytes(new_server, http, ledger, issu
         async with http.get(f"{proc.url}/hash/{h}") as resp:
             assert await resp.read() == data
 
-    samples = await scrape(http, proc)
+    samples = await settled(http, proc, lambda s: value(s, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") >= 3)
     for outcome, expected in (("stored", 2), ("duplicate", 1), ("hash_mismatch", 1), ("not_on_ledger", 1), ("ledger_error", 1), ("refused", 1)):
         assert value(samples, "tails_uploads_total", outcome=outcome) == expected, outcome
     assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 3
@@ -70,6 +82,7 @@ async def test_counts_are_summed_over_workers(new_server, http):
     for _ in range(20):  # new connections: SO_REUSEPORT spreads them over both workers
         async with http.get(f"{proc.url}/hash/{h}", headers={"Connection": "close"}) as resp:
             assert resp.status == 200
+    await settled(http, proc, lambda s: value(s, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") >= 20)
     for _ in range(4):  # whichever worker answers the scrape, it reports the sum
         samples = await scrape(http, proc)
         assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 20
