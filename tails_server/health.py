@@ -38,7 +38,7 @@ class Health:
         """Storage (writable, free bytes), cached ledger pools and the version, as JSON."""
         loop = asyncio.get_running_loop()
         problem = await loop.run_in_executor(None, self.storage.problem)
-        free = await loop.run_in_executor(None, _free_bytes, self.storage)
+        free = await loop.run_in_executor(None, free_bytes_or_none, self.storage)
         document = {
             "status": "unavailable" if problem else "ok",
             "version": __version__,
@@ -48,7 +48,8 @@ class Health:
         return web.json_response(document, status=503 if problem else 200)
 
 
-def _free_bytes(storage: LocalStorage) -> int | None:
+def free_bytes_or_none(storage: LocalStorage) -> int | None:
+    """Free bytes on the storage filesystem, or None when it cannot be read."""
     try:
         return storage.free_bytes()
     except OSError:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from . import logs
 from .errors import LedgerUnavailable, TailsError
+from .health import free_bytes_or_none
 
 if TYPE_CHECKING:
     from .ledger import LedgerClient
@@ -76,17 +77,10 @@ def install(app: web.Application, storage: LocalStorage, ledger: LedgerClient) -
     ledger.on_pools_changed = POOLS.set
 
     async def metrics(_request: web.Request) -> web.Response:
-        free = await asyncio.get_running_loop().run_in_executor(None, _free_bytes, storage)
+        free = await asyncio.get_running_loop().run_in_executor(None, free_bytes_or_none, storage)
         return scrape(free)
 
     app.router.add_get("/metrics", metrics)
-
-
-def _free_bytes(storage: LocalStorage) -> int | None:
-    try:
-        return storage.free_bytes()
-    except OSError:
-        return None
 
 
 def scrape(storage_free: int | None) -> web.Response:

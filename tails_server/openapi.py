@@ -98,6 +98,7 @@ def document() -> dict[str, Any]:
                     "responses": {"200": {"description": "a page; `next` is the cursor for the following one", "content": _JSON}, "400": _reason("bad limit")},
                 }
             },
+            "/metrics": {"get": {"summary": "Prometheus metrics, summed over workers", "responses": {"200": {"description": "text exposition format", "content": _TEXT}}}},
             "/livez": {"get": {"summary": "Liveness", "responses": {"200": _reason("ok")}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": _reason("ok"), "503": _reason("why not")}}},
             "/status": {"get": {"summary": "Status document", "responses": {"200": {"description": "ok", "content": _JSON}, "503": {"description": "storage unavailable", "content": _JSON}}}},
