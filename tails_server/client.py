@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
+from .tails import check_file
 
 OK, USAGE, REFUSED, FAILED, MISMATCH = 0, 2, 3, 4, 5
 CHUNK = 1 << 18
@@ -54,14 +55,6 @@ def download(args: list[str]) -> int:
     return asyncio.run(_download(options))
 
 
-def _hash_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            sha.update(chunk)
-    return base58.b58encode(sha.digest()).decode()
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -89,7 +82,7 @@ async def _upload(options: argparse.Namespace) -> int:
             data.add_field("genesis", options.genesis.read_text())
         data.add_field("tails", body(), filename=options.file.name, content_type="application/octet-stream")
     else:
-        url = f"{base}/hash/{_hash_file(options.file)}"
+        url = f"{base}/hash/{check_file(options.file)[0]}"
         data, headers = body(), {**headers, "Content-Type": "application/octet-stream", "Content-Length": str(size)}
     try:
         async with aiohttp.ClientSession() as session, session.put(url, data=data, headers=headers) as resp:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .errors import BadRequest
 from .ids import RevRegId
-from .storage import HASH_DIR, ID_DIR, LocalStorage
+from .storage import HASH_DIR, LocalStorage
 
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10000
 
@@ -56,13 +56,12 @@ class StoreIndex:
 
     def _ids_by_hash(self, wanted: set[str]) -> dict[str, list[dict]]:
         found: dict[str, list[dict]] = {}
-        for entry in os.scandir(self.storage.root / ID_DIR):
+        for link, target in self.storage.id_links():
+            if target not in wanted:
+                continue
             try:
-                target = os.readlink(entry.path).rsplit("/", 1)[-1]
-                if target not in wanted:
-                    continue
-                rev_reg_id = RevRegId.from_storage_name(entry.name)
-            except (OSError, BadRequest, UnicodeDecodeError):
+                rev_reg_id = RevRegId.from_storage_name(link.name)
+            except (BadRequest, UnicodeDecodeError):
                 continue
             found.setdefault(target, []).append(
                 {"rev_reg_id": rev_reg_id.value, "cred_def_id": rev_reg_id.cred_def_id, "issuer_did": rev_reg_id.issuer_did}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sys
 from collections.abc import Iterable
@@ -14,8 +13,8 @@ from tqdm import tqdm
 
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
-from .storage import HASH_DIR, ID_DIR, LocalStorage
-from .tails import HEADER, RECORD_SIZE, TailsReceiver
+from .storage import HASH_DIR, LocalStorage
+from .tails import TailsReceiver, check_file
 
 QUARANTINE_DIR = ".quarantine"
 CHUNK = 1 << 20
@@ -39,34 +38,17 @@ def _progress(items: list, what: str) -> Iterable:
     return tqdm(items, desc=what, unit="file", disable=not sys.stderr.isatty())
 
 
-def _problem(path: Path) -> str | None:
-    """Why a file is not a well-formed tails file, or None."""
-    size = path.stat().st_size
-    with open(path, "rb") as file:
-        if file.read(len(HEADER)) != HEADER:
-            return 'does not start with "00 02"'
-    if (size - len(HEADER)) % RECORD_SIZE:
-        return "size is not 2 + 128·k"
-    return None
-
-
-def _hash_of(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            sha.update(chunk)
-    return TailsHash.of_digest(sha.digest()).value
-
-
 def verify(storage: LocalStorage, quarantine: bool) -> Report:
     """Re-hash every stored file against its name; check every id link; optionally quarantine."""
     report = Report()
-    hash_dir, id_dir = storage.root / HASH_DIR, storage.root / ID_DIR
+    hash_dir = storage.root / HASH_DIR
     links: dict[str, list[Path]] = {}
-    for link in id_dir.iterdir():
-        links.setdefault(os.readlink(link).rsplit("/", 1)[-1], []).append(link)
+    for link, target in storage.id_links():
+        links.setdefault(target, []).append(link)
     for path in _progress(sorted(hash_dir.iterdir()), "verifying"):
-        problem = _problem(path) or (None if _hash_of(path) == path.name else "content does not match its hash")
+        actual, problem = check_file(path)
+        if problem is None and actual.value != path.name:
+            problem = "content does not match its hash"
         if problem is None:
             report.ok.append(path.name)
             continue

@@ -66,7 +66,11 @@ def document() -> dict[str, Any]:
     """The API as OpenAPI 3.0."""
     return {
         "openapi": "3.0.3",
-        "info": {"title": "tails-server", "version": __version__, "description": "Publishes and serves revocation tails files."},
+        "info": {"title": "tails-server", "version": __version__, "description": (
+            "Publishes and serves revocation tails files. Every response carries X-Request-ID (the client's, "
+            "or a new one). With --allow-delete, DELETE /{rev_reg_id} and DELETE /hash/{tails_hash} also exist "
+            "for holders of an admin token; without it they answer 405."
+        )},
         "paths": {
             "/hash/{tails_hash}": {
                 "parameters": [_HASH],

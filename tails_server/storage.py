@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -160,6 +161,15 @@ class LocalStorage:
         except BadRequest:
             return None
 
+    def id_links(self) -> Iterator[tuple[Path, str]]:
+        """Every link in the id directory with the name of the hash file it points at."""
+        for entry in os.scandir(self.root / ID_DIR):
+            try:
+                target = os.readlink(entry.path)
+            except OSError:  # not a symlink: not ours
+                continue
+            yield Path(entry.path), target.rsplit("/", 1)[-1]
+
     def list_ids(self) -> list[RevRegId]:
         """Every registry id with a published file, sorted."""
         ids = []
@@ -197,11 +207,9 @@ class LocalStorage:
     def _unlink_hash(self, tails_hash: TailsHash) -> bool:
         if not self.has_hash(tails_hash):
             return False
-        target = f"../{HASH_DIR}/{tails_hash.value}"
-        for entry in os.scandir(self.root / ID_DIR):
-            with contextlib.suppress(OSError):
-                if os.readlink(entry.path) == target:
-                    os.unlink(entry.path)
+        for link, target in self.id_links():
+            if target == tails_hash.value:
+                link.unlink(missing_ok=True)
         _fsync_dir(self.root / ID_DIR)
         with contextlib.suppress(FileNotFoundError):
             (self.root / HASH_DIR / tails_hash.value).unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 from .errors import BadRequest, PayloadTooLarge
 from .ids import TailsHash
@@ -15,6 +16,25 @@ BATCH = 1 << 20  # hand work to a thread in 1 MiB pieces: large enough that hash
 
 BAD_HEADER = 'Tails file must start with "00 02".'
 BAD_SIZE = "Tails file is not the correct size."
+
+
+def check_file(path: Path) -> tuple[TailsHash, str | None]:
+    """Hash a stored or local file in one pass; also say what, if anything, makes it no tails file."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        head = file.read(len(HEADER))
+        sha.update(head)
+        size += len(head)
+        while chunk := file.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    problem = None
+    if head != HEADER:
+        problem = 'does not start with "00 02"'
+    elif (size - len(HEADER)) % RECORD_SIZE:
+        problem = "size is not 2 + 128·k"
+    return TailsHash.of_digest(sha.digest()), problem
 
 
 class TailsReceiver:

@@ -39,8 +39,7 @@ class Supervisor:
         """Block until stopped; the exit status is non-zero if workers could not be kept up."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        for _ in range(self.count):
-            self._spawn()
+        self._workers = [self._start_one() for _ in range(self.count)]
         status = 0
         while not self._stopping:
             time.sleep(0.2)
@@ -62,9 +61,6 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
         return status
-
-    def _spawn(self) -> None:
-        self._workers.append(self._start_one())
 
     def _start_one(self) -> tuple[multiprocessing.Process, float]:
         proc = self._context.Process(target=self._child, daemon=False)
