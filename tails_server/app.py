@@ -20,7 +20,7 @@ from .health import Health
 from .ids import RevRegId, TailsHash
 from .index import StoreIndex
 from .ledger import LedgerClient
-from .storage import LocalStorage, StoredFile
+from .storage import ID, Name, Storage, open_storage
 from .trust import TrustedLedgers
 from .uploads import Uploads
 
@@ -86,7 +86,7 @@ def _detail(exc: TailsError) -> str:
 class TailsRoutes:
     """One handler per route; each parses its path once and delegates."""
 
-    def __init__(self, storage: LocalStorage, uploads: Uploads, admin: ApiKeys | None = None) -> None:
+    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None = None) -> None:
         self.storage = storage
         self.uploads = uploads
         self.admin = admin  # set only with --allow-delete
@@ -116,11 +116,11 @@ class TailsRoutes:
 
     async def get_by_hash(self, request: web.Request) -> web.StreamResponse:
         """Download a file by its tails hash."""
-        return _serve_or_404(self.storage.open_hash(TailsHash.parse(request.match_info["tails_hash"])))
+        return await self._send(request, TailsHash.parse(request.match_info["tails_hash"]))
 
     async def get_by_id(self, request: web.Request) -> web.StreamResponse:
         """Download the file published for a registry id."""
-        return _serve_or_404(self.storage.open_id(_rev_reg_id(request)))
+        return await self._send(request, _rev_reg_id(request))
 
     async def put_by_hash(self, request: web.Request) -> web.Response:
         """Upload a file named by its own hash."""
@@ -138,19 +138,28 @@ class TailsRoutes:
         """Admin: remove a file and every registry id that points at it."""
         tails_hash = TailsHash.parse(request.match_info["tails_hash"])
         await self.admin.check(request, "Deletions")
-        return _deleted(await self.storage.delete_hash(tails_hash), request)
+        return _deleted(await self.storage.delete(tails_hash), request)
 
     async def delete_by_id(self, request: web.Request) -> web.Response:
         """Admin: remove a registry id (its file stays if stored by hash or for other ids)."""
         rev_reg_id = _rev_reg_id(request)
         await self.admin.check(request, "Deletions")
-        return _deleted(await self.storage.delete_id(rev_reg_id), request)
+        return _deleted(await self.storage.delete(rev_reg_id), request)
 
     async def match(self, request: web.Request) -> web.Response:
         """Stored registry ids containing a substring (ids only, never server paths)."""
         substring = request.match_info["substring"][:MAX_MATCH_LENGTH]
-        ids = await asyncio.get_running_loop().run_in_executor(None, self.storage.list_ids)
-        return web.json_response([str(i) for i in ids if substring in str(i)])
+        ids = sorted(str(entry.name) for entry in await self.storage.list(ID))
+        return web.json_response([i for i in ids if substring in i])
+
+    async def _send(self, request: web.Request, name: Name) -> web.StreamResponse:
+        """Prepared here, inside the error middleware: a store failing before the headers is a 503."""
+        stored = await self.storage.open(name)
+        if stored is None:
+            raise NotFound("404: Not Found")
+        response = serve(stored)
+        await response.prepare(request)
+        return response
 
 
 def _rev_reg_id(request: web.Request) -> RevRegId:
@@ -165,15 +174,9 @@ def _deleted(existed: bool, request: web.Request) -> web.Response:
     return web.Response(text="Deleted.")
 
 
-def _serve_or_404(stored: StoredFile | None) -> web.StreamResponse:
-    if stored is None:
-        raise NotFound("404: Not Found")
-    return serve(stored)
-
-
 def create_app(settings: Settings) -> web.Application:
     """Wire storage, ledger and uploads into an application (storage is prepared on startup)."""
-    storage = LocalStorage(settings.storage_path)
+    storage = open_storage(settings.storage_path, settings.storage, settings.s3_endpoint_url)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     uploads = Uploads(
         storage,
@@ -201,11 +204,12 @@ def create_app(settings: Settings) -> web.Application:
         # few slow fsyncs never stall the hashing of other uploads.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "tails-io"))
         LedgerClient.configure(settings.ledger_timeout)
-        storage.prepare()
-        LOGGER.info("storing tails files in %s", storage.root)
+        await storage.start()
+        LOGGER.info("storing tails files in %s", storage.describe())
 
     async def cleanup(_app: web.Application) -> None:
         await ledger.close()
+        await storage.close()
 
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)

@@ -26,6 +26,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 6543
     storage_path: Path = Path("tails-files")
+    storage: str | None = None
+    s3_endpoint_url: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     ledger_timeout: float = 8.0
@@ -100,7 +102,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     option("--host", "Address to listen on; use 0.0.0.0 to accept connections from other hosts.", defaults.host)
     option("--port", "TCP port to listen on.", defaults.port, type=_positive(int))
-    option("--storage-path", "Directory for tails files; created on start.", str(defaults.storage_path))
+    option("--storage-path", "Directory for tails files; created on start. With --storage s3://..., it holds only uploads being received.", str(defaults.storage_path))
+    option("--storage", "Keep tails files in S3-compatible object storage: s3://BUCKET/PREFIX (credentials and region from the standard AWS variables and files).", None)
+    option("--s3-endpoint-url", "S3 endpoint for stores other than AWS, e.g. http://127.0.0.1:8333 (path-style addressing).", None)
     option("--log-level", "Logging level.", defaults.log_level, type=str.upper, choices=LOG_LEVELS)
     option("--log-format", "text, or json: one JSON object per line, access lines included.", defaults.log_format, choices=["text", "json"])
     option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))
@@ -162,6 +166,15 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     if values["log_level"] not in LOG_LEVELS:  # argparse checks choices on flags, not on defaults
         parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
     values["storage_path"] = Path(values["storage_path"])
+    if values["storage"]:
+        from .storage.s3 import parse_url  # the S3 client loads only when S3 is used
+
+        try:
+            parse_url(values["storage"])
+        except ValueError as exc:
+            parser.error(f"--storage: {exc}")
+    elif values["s3_endpoint_url"]:
+        parser.error("--s3-endpoint-url needs --storage s3://BUCKET/PREFIX")
     if values["ledgers"] is None:  # no --ledger flag: the environment's list (flags win)
         try:
             values["ledgers"] = [_ledger(item) for item in env.get(ENV_PREFIX + "LEDGER", "").split(",") if item.strip()]

@@ -2,9 +2,9 @@
 
 aiohttp's FileResponse would do the same, but it stats and opens each file on a worker thread,
 tags files by mtime and size, and looks for "<name>.gz" siblings when a client accepts gzip.
-Tails files are immutable and named by their hash, so this response opens them on the event
-loop (page-cached metadata, microseconds), uses the hash as a strong ETag, never compresses,
-and hands the bytes to the kernel with sendfile.
+Tails files are immutable and named by their hash, so this response uses the hash as a strong
+ETag, never compresses, hands local files to the kernel with sendfile, and streams remote
+ones (object storage) through, fetching only the requested range.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from aiohttp import ETag, hdrs, web
 from .storage import StoredFile
 
 CACHE_FOREVER = "public, max-age=31536000, immutable"
-FALLBACK_CHUNK = 1 << 18
 # Below this, one pread() and one socket write cost less than the event loop's sendfile dance
 # (register the socket, wait for writability, unregister). Both read page-cached data inline.
 SMALL_BODY = 1 << 18
@@ -44,7 +43,7 @@ class TailsFileResponse(web.StreamResponse):
         try:
             return await self._send(request)
         finally:
-            self.stored.file.close()
+            await self.stored.close()
 
     async def _send(self, request: web.BaseRequest):
         stored = self.stored
@@ -78,11 +77,27 @@ class TailsFileResponse(web.StreamResponse):
         self.content_length = count
         self.headers[hdrs.ACCEPT_RANGES] = "bytes"
         sending = bool(count) and request.method != hdrs.METH_HEAD
+        if sending and stored.local_file() is None:
+            return await self._stream(request, offset, count)
         # Like nginx's tcp_nopush: the headers leave in one segment with the first file bytes.
         with _corked(request.transport if sending and count > SMALL_BODY else None):
             writer = await super().prepare(request)
             if sending:
                 await self._sendfile(request, writer, offset, count)
+        await super().write_eof()
+        return writer
+
+    async def _stream(self, request: web.BaseRequest, offset: int, count: int):
+        """Remote bytes: the first piece arrives before the headers leave, so a failing store is a 503."""
+        chunks = self.stored.chunks(offset, count)
+        try:
+            first = await anext(chunks, b"")
+            writer = await super().prepare(request)
+            await writer.write(first)
+            async for chunk in chunks:
+                await writer.write(chunk)
+        finally:
+            await chunks.aclose()
         await super().write_eof()
         return writer
 
@@ -97,24 +112,18 @@ class TailsFileResponse(web.StreamResponse):
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("Connection lost")
+        file = self.stored.local_file()
         if count <= SMALL_BODY:
-            await writer.write(os.pread(self.stored.file.fileno(), count, offset))
+            await writer.write(os.pread(file.fileno(), count, offset))
             return
         writer.send_headers()  # sendfile bypasses the writer: the headers must go first
-        loop = asyncio.get_running_loop()
         try:
-            await loop.sendfile(transport, self.stored.file, offset, count, fallback=False)
+            await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
             return
         except (NotImplementedError, asyncio.SendfileNotAvailableError):
             pass
-        position = offset
-        while position < offset + count:
-            size = min(FALLBACK_CHUNK, offset + count - position)
-            chunk = await loop.run_in_executor(None, _pread, self.stored.file, size, position)
-            if not chunk:
-                break
+        async for chunk in self.stored.chunks(offset, count):
             await writer.write(chunk)
-            position += len(chunk)
 
 
 @contextlib.contextmanager
@@ -158,7 +167,3 @@ def _requested_range(request: web.BaseRequest, tag: str, mtime: float) -> slice 
 def _matches(tag: str, etags: tuple[ETag, ...], *, weak: bool) -> bool:
     """RFC 9110 comparison of our (strong) tag against a list from If-Match / If-None-Match."""
     return any(e.value in ("*", tag) and (weak or not e.is_weak) for e in etags)
-
-
-def _pread(file, size: int, position: int) -> bytes:
-    return os.pread(file.fileno(), size, position)

@@ -8,13 +8,13 @@ from aiohttp import web
 
 from . import __version__
 from .ledger import LedgerClient
-from .storage import LocalStorage
+from .storage import Storage
 
 
 class Health:
     """`/livez` answers while the process serves; `/readyz` and `/status` also check storage."""
 
-    def __init__(self, storage: LocalStorage, ledger: LedgerClient) -> None:
+    def __init__(self, storage: Storage, ledger: LedgerClient) -> None:
         self.storage = storage
         self.ledger = ledger
 
@@ -31,24 +31,23 @@ class Health:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready when uploads can be stored and files read."""
-        problem = await asyncio.get_running_loop().run_in_executor(None, self.storage.problem)
+        problem = await self.storage.problem()
         return web.Response(status=503 if problem else 200, text=problem or "ok")
 
     async def status(self, request: web.Request) -> web.Response:
         """Storage (writable, free bytes), cached ledger pools and the version, as JSON."""
-        loop = asyncio.get_running_loop()
-        problem = await loop.run_in_executor(None, self.storage.problem)
-        free = await loop.run_in_executor(None, free_bytes_or_none, self.storage)
+        problem = await self.storage.problem()
+        free = await asyncio.get_running_loop().run_in_executor(None, free_bytes_or_none, self.storage)
         document = {
             "status": "unavailable" if problem else "ok",
             "version": __version__,
-            "storage": {"writable": problem is None, "problem": problem, "free_bytes": free},
+            "storage": {"backend": self.storage.kind, "writable": problem is None, "problem": problem, "free_bytes": free},
             "ledger": {"cached_pools": self.ledger.cached_pools},
         }
         return web.json_response(document, status=503 if problem else 200)
 
 
-def free_bytes_or_none(storage: LocalStorage) -> int | None:
+def free_bytes_or_none(storage: Storage) -> int | None:
     """Free bytes on the storage filesystem, or None when it cannot be read."""
     try:
         return storage.free_bytes()

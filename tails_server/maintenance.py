@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
-from .storage import HASH_DIR, LocalStorage
+from .storage import Storage
+from .storage.local import HASH_DIR, LocalStorage
 from .tails import TailsReceiver, check_file
 
 QUARANTINE_DIR = ".quarantine"
@@ -68,13 +69,22 @@ def verify(storage: LocalStorage, quarantine: bool) -> Report:
     return report
 
 
-def import_directory(storage: LocalStorage, source: Path, max_size: int) -> Report:
+def import_directory(storage: Storage, source: Path, max_size: int) -> Report:
     """Publish a reference server's files: named by hash (checked) or by registry id (format only)."""
     return asyncio.run(_import(storage, source, max_size))
 
 
-async def _import(storage: LocalStorage, source: Path, max_size: int) -> Report:
+async def _import(storage: Storage, source: Path, max_size: int) -> Report:
     report = Report()
+    await storage.start()
+    try:
+        await _import_files(storage, source, max_size, report)
+    finally:
+        await storage.close()
+    return report
+
+
+async def _import_files(storage: Storage, source: Path, max_size: int, report: Report) -> None:
     candidates = [p for p in sorted(source.iterdir()) if p.is_file()]
     if (source / HASH_DIR).is_dir():
         candidates += [p for p in sorted((source / HASH_DIR).iterdir()) if p.is_file()]
@@ -90,7 +100,7 @@ async def _import(storage: LocalStorage, source: Path, max_size: int) -> Report:
             except BadRequest:
                 report.skipped.append(f"{name}: not a tails hash or registry id")
                 continue
-        if (tails_hash and storage.has_hash(tails_hash)) or (rev_reg_id and storage.has_id(rev_reg_id)):
+        if await storage.stat(tails_hash or rev_reg_id) is not None:
             report.skipped.append(f"{name}: already stored")
             continue
         try:
@@ -99,10 +109,9 @@ async def _import(storage: LocalStorage, source: Path, max_size: int) -> Report:
             report.bad.append(f"{name}: {exc.reason}")
             continue
         report.ok.append(f"{name} ({actual})")
-    return report
 
 
-async def _publish(storage: LocalStorage, path: Path, tails_hash: TailsHash | None, rev_reg_id: RevRegId | None, max_size: int) -> TailsHash:
+async def _publish(storage: Storage, path: Path, tails_hash: TailsHash | None, rev_reg_id: RevRegId | None, max_size: int) -> TailsHash:
     """The server's own pipeline: stream to a temp file, hash, check, publish without overwriting."""
     temp = storage.temp_file()
     receiver = TailsReceiver(temp, max_size)
@@ -111,13 +120,9 @@ async def _publish(storage: LocalStorage, path: Path, tails_hash: TailsHash | No
             while chunk := file.read(CHUNK):
                 await receiver.feed(chunk)
         actual = await receiver.finish()
-        if tails_hash is not None:
-            if actual != tails_hash:
-                raise BadRequest("content does not match its hash")
-            await storage.publish_hash(temp, actual)
-        else:
-            assert rev_reg_id is not None
-            await storage.publish_id(temp, rev_reg_id, actual)
+        if tails_hash is not None and actual != tails_hash:
+            raise BadRequest("content does not match its hash")
+        await storage.put_if_absent(tails_hash or rev_reg_id, temp, actual)
         return actual
     finally:
         await receiver.abort()

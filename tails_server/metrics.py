@@ -19,7 +19,7 @@ from .health import free_bytes_or_none
 
 if TYPE_CHECKING:
     from .ledger import LedgerClient
-    from .storage import LocalStorage
+    from .storage import Storage
 
 REQUESTS = Counter("tails_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
 LATENCY = Histogram("tails_http_request_duration_seconds", "Time to answer a request.", ["route", "method"])
@@ -71,7 +71,7 @@ def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: fl
         UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
 
 
-def install(app: web.Application, storage: LocalStorage, ledger: LedgerClient) -> None:
+def install(app: web.Application, storage: Storage, ledger: LedgerClient) -> None:
     """Serve /metrics; requests are counted by the access logger, pools by the ledger client."""
     logs.AccessLogger.observe = staticmethod(observe)
     ledger.on_pools_changed = POOLS.set

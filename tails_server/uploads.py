@@ -18,7 +18,7 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
-from .storage import LocalStorage
+from .storage import Name, Storage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
 
@@ -90,7 +90,7 @@ class Uploads:
 
     def __init__(
         self,
-        storage: LocalStorage,
+        storage: Storage,
         ledger: LedgerClient,
         max_tails_size: int,
         max_genesis_size: int,
@@ -120,7 +120,7 @@ class Uploads:
         if part is None or (part.name != "genesis" and not without_genesis):
             raise BadRequest(FIRST_NOT_GENESIS)
         # Refuse early, before the ledger and before the tails bytes.
-        if self.storage.has_id(rev_reg_id):
+        if await self.storage.stat(rev_reg_id) is not None:
             raise Conflict(ALREADY_STORED)
         uploaded = None if without_genesis else Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
         genesis = self.trusted.choose(rev_reg_id, uploaded)
@@ -137,7 +137,7 @@ class Uploads:
             return await self._receive_and_commit(
                 body.chunks(part),
                 lookup,
-                lambda temp, actual: self.storage.publish_id(temp, rev_reg_id, actual),
+                rev_reg_id,
             )
         finally:
             if not lookup.done():
@@ -146,7 +146,7 @@ class Uploads:
 
     async def put_by_hash(self, request: web.Request, tails_hash: TailsHash) -> TailsHash:
         """The first multipart part (any name, as the reference) or a raw body (`curl -T`)."""
-        if self.storage.has_hash(tails_hash):
+        if await self.storage.stat(tails_hash) is not None:
             raise Conflict(ALREADY_STORED)
         if request.content_type.startswith("multipart/"):
             body = MultipartBody(request, self.read_timeout)
@@ -161,7 +161,7 @@ class Uploads:
         return await self._receive_and_commit(
             read_chunk,
             known,
-            lambda temp, actual: self.storage.publish_hash(temp, actual),
+            tails_hash,
         )
 
     @contextmanager
@@ -184,7 +184,7 @@ class Uploads:
                 raise PayloadTooLarge(f"Genesis part is larger than the limit of {self.max_genesis_size} bytes.")
         return bytes(data)
 
-    async def _receive_and_commit(self, read_chunk: ReadChunk, expected: asyncio.Future[TailsHash], publish) -> TailsHash:
+    async def _receive_and_commit(self, read_chunk: ReadChunk, expected: asyncio.Future[TailsHash], name: Name) -> TailsHash:
         """Stream to a temp file in storage, verify the hash, publish; the temp file never survives.
 
         `expected` may still be running (the ledger lookup); if it fails, receiving stops there.
@@ -201,7 +201,7 @@ class Uploads:
                 actual = await receiver.finish()
                 if actual != await expected:
                     raise BadRequest(HASH_MISMATCH)
-                if not await publish(temp, actual):
+                if not await self.storage.put_if_absent(name, temp, actual):
                     raise Conflict(ALREADY_STORED)
                 return actual
         finally:

@@ -5,6 +5,9 @@ Layout under the storage root:
   id/<storage name>  a symlink to ../hash/<tailsHash>, one per revocation registry id
   .tmp/              uploads being received (each flock'ed by its writer while alive)
   .locks/            lock files that serialise publishers of one name across processes and hosts
+
+Several servers may share the root over a filesystem whose flock() and link() work across
+clients (a local disk, JuiceFS, CephFS, NFSv4): the lock files and link()'s EEXIST decide races.
 """
 
 from __future__ import annotations
@@ -12,98 +15,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
-import tempfile
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import portalocker
 
-from .errors import BadRequest, Unavailable
-from .ids import RevRegId, TailsHash
+from ..errors import BadRequest, Unavailable
+from ..ids import RevRegId, TailsHash
+from .base import HASH, ID, Entry, Name, Spool, Storage, StoredFile, TempFile
 
 LOGGER = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
-IOV_MAX = 1024
-HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR = "hash", "id", ".tmp", ".locks"
+FALLBACK_CHUNK = 1 << 18
+HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR = HASH, ID, ".tmp", ".locks"
 
 
-class TempFile:
-    """An upload being received: a new file in the temp directory, flock'ed while its writer lives."""
+class LocalFile(StoredFile):
+    """A stored file open on local disk: the kernel sends it with sendfile."""
 
-    def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
-        self.fd: int | None = fd
-        self.path = Path(name)
-        os.fchmod(fd, 0o644)  # published files are world-readable, like any static file
-        # The lock marks the file as live; a starting server removes only unlocked ones.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def __init__(self, file: BinaryIO, size: int, mtime: float, tails_hash: TailsHash) -> None:
+        self.file, self.size, self.mtime, self.tails_hash = file, size, mtime, tails_hash
 
-    def write_all(self, chunks: list[bytes]) -> None:
-        """Write every chunk, in order, with as few system calls as the kernel allows (blocking)."""
-        pending = [memoryview(c) for c in chunks if c]
-        while pending:
-            written = os.writev(self.fd, pending[:IOV_MAX])
-            while written and pending:
-                if written >= len(pending[0]):
-                    written -= len(pending.pop(0))
-                else:
-                    pending[0] = pending[0][written:]
-                    written = 0
+    def local_file(self) -> BinaryIO:
+        return self.file
 
-    def sync(self) -> None:
-        """Flush the data to stable storage before it may be published."""
-        os.fdatasync(self.fd)  # data and size; mtime can be lost harmlessly
+    async def chunks(self, offset: int, count: int) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        end = offset + count
+        while offset < end:
+            chunk = await loop.run_in_executor(None, os.pread, self.file.fileno(), min(FALLBACK_CHUNK, end - offset), offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
 
-    def discard(self) -> None:
-        """Close and remove the file; safe to call more than once."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+    async def close(self) -> None:
+        self.file.close()
 
 
-@dataclass(frozen=True)
-class StoredFile:
-    """A published file opened for reading, with what a response needs to describe it."""
-
-    file: BinaryIO
-    size: int
-    mtime: float
-    tails_hash: TailsHash
-
-
-class LocalStorage:
+class LocalStorage(Storage):
     """Tails files in one directory tree, safe to share between processes and hosts with POSIX locks."""
+
+    kind = "local"
 
     def __init__(self, root: str | os.PathLike, lock_timeout: float = 60.0) -> None:
         self.root = Path(root).absolute()
         self.lock_timeout = lock_timeout
+        self.spool = Spool(self.root / TMP_DIR)
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+
+    def describe(self) -> str:
+        return str(self.root)
 
     def prepare(self) -> int:
         """Create the layout and remove temp files left by crashed writers; return how many."""
-        for sub in (HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR):
+        for sub in (HASH_DIR, ID_DIR, LOCK_DIR):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        removed = 0
-        for path in (self.root / TMP_DIR).iterdir():
-            if _remove_if_unlocked(path):
-                removed += 1
-        if removed:
-            LOGGER.info("removed %d unfinished upload(s) left by an earlier crash", removed)
-        return removed
+        return self.spool.prepare()
 
-    def problem(self) -> str | None:
-        """Why uploads or reads would fail now (missing or read-only directories), or None."""
+    async def start(self) -> None:
+        self.prepare()
+
+    async def problem(self) -> str | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self._problem)
+
+    def _problem(self) -> str | None:
+        """Missing or read-only directories, or None."""
         for sub, mode in ((HASH_DIR, os.R_OK | os.W_OK | os.X_OK), (ID_DIR, os.R_OK | os.W_OK | os.X_OK),
                           (TMP_DIR, os.W_OK | os.X_OK), (LOCK_DIR, os.W_OK | os.X_OK)):
             path = self.root / sub
@@ -111,41 +93,58 @@ class LocalStorage:
                 return f"storage directory '{sub}' is missing or not writable"
         return None
 
-    def free_bytes(self) -> int:
-        """Bytes available to this process on the storage filesystem."""
-        stat = os.statvfs(self.root)
-        return stat.f_bavail * stat.f_frsize
+    # Reads run on the calling thread: for a page-cached directory an open() or readlink() is
+    # a few microseconds, cheaper than a hop to a worker thread.
 
-    def temp_file(self) -> TempFile:
-        """A fresh temp file on the same filesystem as the published names."""
-        return TempFile(self.root / TMP_DIR)
-
-    def has_hash(self, tails_hash: TailsHash) -> bool:
-        """Whether a file is stored under this hash."""
-        return (self.root / HASH_DIR / tails_hash.value).is_file()
-
-    def has_id(self, rev_reg_id: RevRegId) -> bool:
-        """Whether a file is published for this registry id (a dangling link does not count)."""
-        tails_hash = self._target(rev_reg_id)
-        return tails_hash is not None and self.has_hash(tails_hash)
-
-    def open_hash(self, tails_hash: TailsHash) -> StoredFile | None:
-        """Open the file stored under this hash (the caller closes it), or None.
-
-        Opened on the calling thread: for a page-cached directory that is a few microseconds,
-        cheaper than a hop to a worker thread.
-        """
+    async def open(self, name: Name) -> LocalFile | None:
+        tails_hash = name if isinstance(name, TailsHash) else self._target(name)
+        if tails_hash is None:
+            return None
         try:
             file = open(self.root / HASH_DIR / tails_hash.value, "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         st = os.fstat(file.fileno())
-        return StoredFile(file, st.st_size, st.st_mtime, tails_hash)
+        return LocalFile(file, st.st_size, st.st_mtime, tails_hash)
 
-    def open_id(self, rev_reg_id: RevRegId) -> StoredFile | None:
-        """Open the file published for this registry id (the caller closes it), or None."""
-        tails_hash = self._target(rev_reg_id)
-        return self.open_hash(tails_hash) if tails_hash else None
+    async def stat(self, name: Name) -> Entry | None:
+        return self.stat_now(name)
+
+    def stat_now(self, name: Name) -> Entry | None:
+        """`stat` for synchronous callers (maintenance commands)."""
+        tails_hash = name if isinstance(name, TailsHash) else self._target(name)
+        if tails_hash is None:
+            return None
+        try:
+            st = os.stat(self.root / HASH_DIR / tails_hash.value)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return Entry(name, tails_hash, st.st_size, st.st_mtime)
+
+    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
+        return await asyncio.get_running_loop().run_in_executor(None, self._list, prefix, after, limit)
+
+    def _list(self, prefix: str, after: str, limit: int | None) -> list[Entry]:
+        entries: list[Entry] = []
+        if prefix == HASH:
+            for key in sorted(n for n in os.listdir(self.root / HASH_DIR) if n > after):
+                if limit is not None and len(entries) >= limit:
+                    break
+                with contextlib.suppress(BadRequest):
+                    entry = self.stat_now(TailsHash.parse(key))
+                    if entry is not None:  # removed meanwhile (quarantine, admin)
+                        entries.append(entry)
+            return entries
+        for link, target in sorted(self.id_links()):
+            if link.name <= after:
+                continue
+            if limit is not None and len(entries) >= limit:
+                break
+            try:
+                entries.append(Entry(RevRegId.from_storage_name(link.name), TailsHash.parse(target)))
+            except (BadRequest, UnicodeDecodeError):
+                LOGGER.warning("ignoring unexpected entry in the id directory: %r", link.name)
+        return entries
 
     def _target(self, rev_reg_id: RevRegId) -> TailsHash | None:
         """The hash an id's symlink points at; anything unexpected counts as absent."""
@@ -170,31 +169,15 @@ class LocalStorage:
                 continue
             yield Path(entry.path), target.rsplit("/", 1)[-1]
 
-    def list_ids(self) -> list[RevRegId]:
-        """Every registry id with a published file, sorted."""
-        ids = []
-        for entry in os.scandir(self.root / ID_DIR):
-            try:
-                ids.append(RevRegId.from_storage_name(entry.name))
-            except (BadRequest, UnicodeDecodeError):
-                LOGGER.warning("ignoring unexpected entry in the id directory: %r", entry.name)
-        return sorted(ids, key=str)
+    async def put_if_absent(self, name: Name, temp: TempFile, tails_hash: TailsHash) -> bool:
+        if isinstance(name, TailsHash):
+            return await self._locked(name.value, self._link_hash, temp, name)
+        return await self._locked(name.value, self._link_id, temp, name, tails_hash)
 
-    async def publish_hash(self, temp: TempFile, tails_hash: TailsHash) -> bool:
-        """Publish a verified temp file under its hash; False if that hash is already stored."""
-        return await self._locked(tails_hash.value, self._link_hash, temp, tails_hash)
-
-    async def publish_id(self, temp: TempFile, rev_reg_id: RevRegId, tails_hash: TailsHash) -> bool:
-        """Publish a verified temp file for a registry id; False if the id already has a file."""
-        return await self._locked(rev_reg_id.value, self._link_id, temp, rev_reg_id, tails_hash)
-
-    async def delete_id(self, rev_reg_id: RevRegId) -> bool:
-        """Remove a registry id's link (its file stays for other names); False if absent."""
-        return await self._locked(rev_reg_id.value, self._unlink_id, rev_reg_id)
-
-    async def delete_hash(self, tails_hash: TailsHash) -> bool:
-        """Remove a file and every id pointing at it (ids first, so none dangles); False if absent."""
-        return await self._locked(tails_hash.value, self._unlink_hash, tails_hash)
+    async def delete(self, name: Name) -> bool:
+        if isinstance(name, TailsHash):
+            return await self._locked(name.value, self._unlink_hash, name)
+        return await self._locked(name.value, self._unlink_id, name)
 
     def _unlink_id(self, rev_reg_id: RevRegId) -> bool:
         try:
@@ -205,7 +188,8 @@ class LocalStorage:
         return True
 
     def _unlink_hash(self, tails_hash: TailsHash) -> bool:
-        if not self.has_hash(tails_hash):
+        """Ids first, so none dangles."""
+        if not (self.root / HASH_DIR / tails_hash.value).is_file():
             return False
         for link, target in self.id_links():
             if target == tails_hash.value:
@@ -256,7 +240,7 @@ class LocalStorage:
         the first fsync commits both, so an id costs one commit, not two. A crash in between
         can at worst leave a symlink to nothing, which counts as absent and is replaced here.
         """
-        if self.has_id(rev_reg_id):
+        if self.stat_now(rev_reg_id) is not None:
             return False
         link = self.root / ID_DIR / rev_reg_id.storage_name
         new_content = _link_new(temp.path, self.root / HASH_DIR / tails_hash.value)
@@ -286,21 +270,5 @@ def _fsync_dir(directory: Path) -> None:
     except OSError as exc:  # some filesystems refuse fsync on directories
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
             raise
-    finally:
-        os.close(fd)
-
-
-def _remove_if_unlocked(path: Path) -> bool:
-    """Remove a temp file whose writer is gone (its flock was released when the process died)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path.unlink()
-        return True
-    except (BlockingIOError, FileNotFoundError):
-        return False
     finally:
         os.close(fd)

@@ -1,0 +1,202 @@
+"""The storage interface: names created once from verified temp files, then only read.
+
+Two kinds of name exist, and their prefixes are the same in every backend's layout:
+  hash/<tailsHash>    the file's bytes
+  id/<storage name>   a registry id, resolving to the hash of its file
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..ids import RevRegId, TailsHash
+
+LOGGER = logging.getLogger(__name__)
+
+HASH, ID = "hash", "id"
+Name = TailsHash | RevRegId
+IOV_MAX = 1024
+
+
+def prefix_of(name: Name) -> str:
+    """The listing prefix a name belongs to."""
+    return HASH if isinstance(name, TailsHash) else ID
+
+
+def key_of(name: Name) -> str:
+    """The name's path in a backend's layout, e.g. `hash/<tailsHash>`."""
+    if isinstance(name, TailsHash):
+        return f"{HASH}/{name.value}"
+    return f"{ID}/{name.storage_name}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What stat and list know of a stored name; an id resolves to its file's hash, size and time."""
+
+    name: Name
+    tails_hash: TailsHash
+    size: int | None = None  # None in listings of ids: the file's own entry has it
+    mtime: float | None = None
+
+
+class StoredFile(ABC):
+    """A published file opened for reading: what a response needs to describe and send it."""
+
+    size: int
+    mtime: float
+    tails_hash: TailsHash
+
+    def local_file(self) -> BinaryIO | None:
+        """The open local file, for the kernel to sendfile from, or None (remote bytes)."""
+        return None
+
+    @abstractmethod
+    def chunks(self, offset: int, count: int) -> AsyncIterator[bytes]:
+        """`count` bytes from `offset`, in pieces; an error before the first piece means nothing was sent."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the file or connection; safe to call more than once."""
+
+
+class TempFile:
+    """An upload being received: a new local file, flock'ed while its writer lives."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+        self.fd: int | None = fd
+        self.path = Path(name)
+        self.size = 0
+        os.fchmod(fd, 0o644)  # published files are world-readable, like any static file
+        # The lock marks the file as live; a starting server removes only unlocked ones.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write_all(self, chunks: list[bytes]) -> None:
+        """Write every chunk, in order, with as few system calls as the kernel allows (blocking)."""
+        pending = [memoryview(c) for c in chunks if c]
+        self.size += sum(len(c) for c in pending)
+        while pending:
+            written = os.writev(self.fd, pending[:IOV_MAX])
+            while written and pending:
+                if written >= len(pending[0]):
+                    written -= len(pending.pop(0))
+                else:
+                    pending[0] = pending[0][written:]
+                    written = 0
+
+    def sync(self) -> None:
+        """Flush the data to stable storage before it may be published."""
+        os.fdatasync(self.fd)  # data and size; mtime can be lost harmlessly
+
+    def discard(self) -> None:
+        """Close and remove the file; safe to call more than once."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class Spool:
+    """The local directory uploads are received into; shared safely by processes (flock per file)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def prepare(self) -> int:
+        """Create the directory and remove files left by crashed writers; return how many."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        removed = sum(_remove_if_unlocked(path) for path in self.directory.iterdir())
+        if removed:
+            LOGGER.info("removed %d unfinished upload(s) left by an earlier crash", removed)
+        return removed
+
+    def temp_file(self) -> TempFile:
+        return TempFile(self.directory)
+
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the spool's filesystem."""
+        stat = os.statvfs(self.directory)
+        return stat.f_bavail * stat.f_frsize
+
+    def problem(self) -> str | None:
+        if not (self.directory.is_dir() and os.access(self.directory, os.W_OK | os.X_OK)):
+            return f"upload directory '{self.directory.name}' is missing or not writable"
+        return None
+
+
+class Storage(ABC):
+    """Where tails files live. Every name is created at most once and is never seen partial."""
+
+    spool: Spool
+    kind: str  # "local" or "s3", for /status
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where files go, for the start-up log line."""
+
+    async def start(self) -> None:
+        """Make ready to serve (create the layout, clean up after crashes)."""
+        self.spool.prepare()
+
+    async def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release connections."""
+
+    async def problem(self) -> str | None:
+        """Why uploads or reads would fail now, or None."""
+        return self.spool.problem()
+
+    def free_bytes(self) -> int:
+        """Free bytes where uploads are received (the limit for --min-free-space)."""
+        return self.spool.free_bytes()
+
+    def temp_file(self) -> TempFile:
+        """A fresh local temp file to receive and verify an upload in."""
+        return self.spool.temp_file()
+
+    @abstractmethod
+    async def put_if_absent(self, name: Name, temp: TempFile, tails_hash: TailsHash) -> bool:
+        """Publish a verified, synced temp file under `name`; False if the name exists (never overwritten)."""
+
+    @abstractmethod
+    async def open(self, name: Name) -> StoredFile | None:
+        """The file stored under a name, opened for reading (the caller closes it), or None."""
+
+    @abstractmethod
+    async def stat(self, name: Name) -> Entry | None:
+        """What is stored under a name, or None."""
+
+    @abstractmethod
+    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
+        """Entries under HASH or ID whose key part sorts after `after`, in key order."""
+
+    @abstractmethod
+    async def delete(self, name: Name) -> bool:
+        """Remove a name (a hash takes every id pointing at it along); False if absent."""
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    """Remove a temp file whose writer is gone (its flock was released when the process died)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+        return True
+    except (BlockingIOError, FileNotFoundError):
+        return False
+    finally:
+        os.close(fd)

@@ -1,0 +1,297 @@
+"""S3-compatible object storage: verified files published with one conditional PutObject each.
+
+Layout under s3://BUCKET/PREFIX/:
+  hash/<tailsHash>    the file, with its SHA-256 sent along for the store to check
+  id/<storage name>   a small object whose body is the tails hash of the registry's file
+
+`If-None-Match: *` makes the store itself decide create-if-absent, so any number of servers
+may share one bucket with no lock: one PUT wins, every other gets 412 (409 for our clients).
+Uploads are received and verified in a local spool directory first; nothing unverified is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import base58
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import BadRequest, Unavailable
+from ..ids import RevRegId, TailsHash
+from .base import HASH, ID, Entry, Name, Spool, Storage, StoredFile, TempFile, key_of
+
+LOGGER = logging.getLogger(__name__)
+
+CHUNK = 1 << 18
+LIST_PAGE = 1000
+POINTER_CACHE = 100_000
+RESOLVE_CONCURRENCY = 16
+CONFLICT_RETRIES = 3
+MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """`s3://BUCKET/PREFIX` → (bucket, "PREFIX/"); the prefix may be empty."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"expected s3://BUCKET/PREFIX, got {url!r}")
+    prefix = parts.path.strip("/")
+    return parts.netloc, f"{prefix}/" if prefix else ""
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """The store failing is not the client's fault: log it and answer 503 so the client retries."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        LOGGER.error("object storage refused a request: %s", exc)
+        raise Unavailable(f"Object storage error: {code}.") from None
+    except (TimeoutError, BotoCoreError, OSError) as exc:
+        LOGGER.error("object storage unreachable: %s", exc)
+        raise Unavailable("Object storage is unreachable.") from None
+
+
+def _code(exc: ClientError) -> tuple[int, str]:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0), exc.response.get("Error", {}).get("Code", "")
+
+
+class S3File(StoredFile):
+    """A stored object: its bytes are fetched (the requested range only) as they are sent."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int, mtime: float, tails_hash: TailsHash) -> None:
+        self.storage, self.key = storage, key
+        self.size, self.mtime, self.tails_hash = size, mtime, tails_hash
+
+    async def chunks(self, offset: int, count: int) -> AsyncIterator[bytes]:
+        if count <= 0:
+            return
+        extra = {} if (offset, count) == (0, self.size) else {"Range": f"bytes={offset}-{offset + count - 1}"}
+        with store_errors():
+            try:
+                response = await self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key, **extra)
+            except ClientError as exc:
+                if _code(exc)[1] in MISSING:  # deleted since it was opened
+                    raise Unavailable("The file was removed while being sent.") from None
+                raise
+        body = response["Body"]
+        try:
+            while chunk := await body.read(CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def close(self) -> None:
+        pass
+
+
+class S3Storage(Storage):
+    """Tails files as objects in one bucket under a prefix; safe to share between any number of servers."""
+
+    kind = "s3"
+
+    def __init__(self, url: str, endpoint_url: str | None, spool_dir: Path) -> None:
+        self.url = url
+        self.bucket, self.prefix = parse_url(url)
+        self.endpoint_url = endpoint_url
+        self.spool = Spool(spool_dir)
+        self.client = None
+        self._exit = contextlib.AsyncExitStack()
+        # Pointer objects never change their body, so (key, ETag) → hash is safe to remember.
+        self._pointers: OrderedDict[tuple[str, str], TailsHash] = OrderedDict()
+
+    def describe(self) -> str:
+        return f"{self.url} at {self.endpoint_url or 'the default AWS endpoint'}"
+
+    async def start(self) -> None:
+        await super().start()
+        session = get_session()  # credentials and region: AWS_* variables, ~/.aws files, instance roles
+        config = Config(
+            s3={"addressing_style": "path"} if self.endpoint_url else {},
+            # The SHA-256 we computed anyway goes along as x-amz-checksum-sha256: the store checks
+            # the body against it, so signing the body a second time would only cost a pass.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=64,
+        )
+        region = session.get_config_variable("region") or "us-east-1"
+        self.client = await self._exit.enter_async_context(
+            session.create_client("s3", endpoint_url=self.endpoint_url, region_name=region, config=config)
+        )
+        if problem := await self.problem():
+            LOGGER.error("%s; uploads and downloads fail until it is fixed", problem)
+
+    async def close(self) -> None:
+        await self._exit.aclose()
+
+    async def problem(self) -> str | None:
+        if problem := self.spool.problem():
+            return problem
+        try:
+            await self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            return f"bucket {self.bucket!r} is not usable: {_code(exc)[1] or exc}"
+        except (TimeoutError, BotoCoreError, OSError) as exc:
+            return f"object storage is unreachable: {exc}"
+        return None
+
+    def _key(self, name: Name) -> str:
+        return self.prefix + key_of(name)
+
+    async def _head(self, key: str) -> dict | None:
+        with store_errors():
+            try:
+                return await self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc)[1] in MISSING:
+                    return None
+                raise
+
+    async def _pointer(self, rev_reg_id: RevRegId) -> TailsHash | None:
+        """The hash an id object names; an unreadable one counts as absent."""
+        key = self._key(rev_reg_id)
+        with store_errors():
+            try:
+                response = await self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc)[1] in MISSING:
+                    return None
+                raise
+            async with response["Body"] as body:
+                text = await body.read(128)
+        try:
+            return TailsHash.parse(text.decode("ascii").strip())
+        except (BadRequest, UnicodeDecodeError):
+            LOGGER.warning("ignoring an unreadable id object: %s", key)
+            return None
+
+    async def open(self, name: Name) -> S3File | None:
+        entry = await self.stat(name)
+        if entry is None:
+            return None
+        return S3File(self, self._key(entry.tails_hash), entry.size, entry.mtime, entry.tails_hash)
+
+    async def stat(self, name: Name) -> Entry | None:
+        tails_hash = name if isinstance(name, TailsHash) else await self._pointer(name)
+        if tails_hash is None:
+            return None
+        head = await self._head(self._key(tails_hash))
+        if head is None:
+            return None
+        return Entry(name, tails_hash, head["ContentLength"], head["LastModified"].timestamp())
+
+    async def put_if_absent(self, name: Name, temp: TempFile, tails_hash: TailsHash) -> bool:
+        digest = base58.b58decode(tails_hash.value)
+        stored = await self._put_new(self._key(tails_hash), temp.path, digest, tails_hash)
+        if isinstance(name, TailsHash):
+            return stored
+        # The content is in place (now or before: same hash, same bytes); the id names it.
+        pointer = tails_hash.value.encode()
+        return await self._put_new(self._key(name), pointer, hashlib.sha256(pointer).digest(), tails_hash)
+
+    async def _put_new(self, key: str, body: Path | bytes, sha256: bytes, tails_hash: TailsHash) -> bool:
+        """One conditional PutObject; False if the key exists. The store checks the body's SHA-256."""
+        with store_errors():
+            for _attempt in range(CONFLICT_RETRIES):
+                try:
+                    with contextlib.ExitStack() as files:
+                        data = files.enter_context(open(body, "rb")) if isinstance(body, Path) else body
+                        size = body.stat().st_size if isinstance(body, Path) else len(body)
+                        await self.client.put_object(
+                            Bucket=self.bucket, Key=key, Body=data, ContentLength=size,
+                            ContentType="application/octet-stream", IfNoneMatch="*",
+                            ChecksumSHA256=base64.b64encode(sha256).decode(),
+                            Metadata={"tails-hash": tails_hash.value},
+                        )
+                    return True
+                except ClientError as exc:
+                    status, code = _code(exc)
+                    if status == 412 or code == "PreconditionFailed":
+                        return False
+                    if status == 409 and code == "ConditionalRequestConflict":  # racing a create: ask again
+                        continue
+                    raise
+            raise Unavailable("Object storage kept reporting conflicting writes; retry shortly.")
+
+    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
+        base = f"{self.prefix}{prefix}/"
+        objects = await self._list_objects(base, after, limit)
+        if prefix == HASH:
+            entries = []
+            for obj in objects:
+                with contextlib.suppress(BadRequest):
+                    tails_hash = TailsHash.parse(obj["Key"][len(base):])
+                    entries.append(Entry(tails_hash, tails_hash, obj["Size"], obj["LastModified"].timestamp()))
+            return entries
+        return await self._resolve_ids(base, objects)
+
+    async def _list_objects(self, base: str, after: str, limit: int | None) -> list[dict]:
+        found: list[dict] = []
+        start_after = base + after
+        with store_errors():
+            while limit is None or len(found) < limit:
+                page_size = LIST_PAGE if limit is None else min(LIST_PAGE, limit - len(found))
+                response = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, StartAfter=start_after, MaxKeys=page_size)
+                contents = response.get("Contents", [])
+                found.extend(contents)
+                if not contents or not response.get("IsTruncated"):
+                    break
+                start_after = contents[-1]["Key"]
+        return found
+
+    async def _resolve_ids(self, base: str, objects: list[dict]) -> list[Entry]:
+        """Ids with the hash each names: remembered by (key, ETag), read with bounded concurrency."""
+        limit = asyncio.Semaphore(RESOLVE_CONCURRENCY)
+
+        async def resolve(obj: dict) -> Entry | None:
+            try:
+                rev_reg_id = RevRegId.from_storage_name(obj["Key"][len(base):])
+            except (BadRequest, UnicodeDecodeError):
+                LOGGER.warning("ignoring unexpected object under the id prefix: %r", obj["Key"])
+                return None
+            cache_key = (obj["Key"], obj.get("ETag", ""))
+            tails_hash = self._pointers.get(cache_key)
+            if tails_hash is None:
+                async with limit:
+                    tails_hash = await self._pointer(rev_reg_id)
+                if tails_hash is None:
+                    return None
+                self._pointers[cache_key] = tails_hash
+                if len(self._pointers) > POINTER_CACHE:
+                    self._pointers.popitem(last=False)
+            return Entry(rev_reg_id, tails_hash)
+
+        resolved = await asyncio.gather(*(resolve(obj) for obj in objects))
+        return [entry for entry in resolved if entry is not None]
+
+    async def delete(self, name: Name) -> bool:
+        if isinstance(name, RevRegId):
+            return await self._delete_key(self._key(name))
+        if await self._head(self._key(name)) is None:
+            return False
+        for entry in await self.list(ID):  # ids first, so none is left naming a missing file
+            if entry.tails_hash == name:
+                await self._delete_key(self._key(entry.name))
+        await self._delete_key(self._key(name))
+        return True
+
+    async def _delete_key(self, key: str) -> bool:
+        if await self._head(key) is None:
+            return False
+        with store_errors():
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
+        return True
