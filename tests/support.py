@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import aiohttp
 import base58
@@ -33,11 +34,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class LocalView:
+    """What a server with local storage stored, read straight from its directories."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def file(self, tails_hash: str) -> bytes | None:
+        """The bytes stored under a hash, or None."""
+        path = self.root / "hash" / tails_hash
+        return path.read_bytes() if path.exists() else None
+
+    def file_for_id(self, rev_reg_id: str) -> bytes | None:
+        """The bytes a registry id resolves to, or None."""
+        path = self.root / "id" / quote(rev_reg_id, safe=":")
+        return path.read_bytes() if path.exists() else None
+
+    def hashes(self) -> dict[str, int]:
+        """Every stored hash with its size."""
+        directory = self.root / "hash"
+        return {p.name: p.stat().st_size for p in directory.iterdir()} if directory.exists() else {}
+
+    def ids(self) -> set[str]:
+        """Every stored registry id."""
+        directory = self.root / "id"
+        return {unquote(p.name) for p in directory.iterdir()} if directory.exists() else set()
+
+    def temp_files(self) -> list[Path]:
+        """Uploads being received (for every backend, a local directory)."""
+        directory = self.root / ".tmp"
+        return list(directory.iterdir()) if directory.exists() else []
+
+
 class ServerProcess:
     """`python -m tails_server` in a child process, on a free loopback port."""
 
-    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None) -> None:
+    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None, view=None) -> None:
         self.storage = storage
+        self.view = view or LocalView(storage)  # where its files are, whatever the backend
         self.port = free_port()
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(storage), *args]
         self.cwd = cwd

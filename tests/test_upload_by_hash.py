@@ -19,7 +19,7 @@ async def test_multipart_upload_stores_exact_bytes(http, server):
     async with http.put(f"{server.url}/hash/{h}", data=hash_upload(data)) as resp:
         assert (resp.status, await resp.text()) == (200, h)
         assert resp.content_type == "text/plain"
-    assert (server.storage / "hash" / h).read_bytes() == data
+    assert server.view.file(h) == data
 
 
 async def test_raw_body_as_curl_T_sends(http, server):
@@ -57,7 +57,7 @@ async def test_hash_mismatch_is_400_and_nothing_stored(http, server):
     data, _ = random_tails(5)
     _, other = random_tails(5)
     assert await put_raw(http, server, f"/hash/{other}", data) == (400, "tailsHash does not match hash of file.")
-    assert not (server.storage / "hash" / other).exists()
+    assert server.view.file(other) is None
 
 
 @pytest.mark.parametrize(
@@ -86,5 +86,5 @@ async def test_oversized_is_413_without_temp_orphan(http, server):
     data, h = random_tails((MAX_TAILS // 128) + 1)
     status, body = await put_raw(http, server, f"/hash/{h}", data)
     assert status == 413 and "larger than the limit" in body
-    assert not (server.storage / "hash" / h).exists()
-    assert list((server.storage / ".tmp").iterdir()) == []
+    assert server.view.file(h) is None
+    assert server.view.temp_files() == []

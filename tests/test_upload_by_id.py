@@ -26,9 +26,9 @@ async def test_upload_then_download(http, server, ledger, registry):
         async with http.get(server.url + path) as resp:
             assert resp.status == 200
             assert await resp.read() == registry.tails
-    stored = server.storage / "hash" / registry.tails_hash
-    assert stored.read_bytes() == registry.tails
-    assert tails_hash(stored.read_bytes()) == registry.tails_hash
+    stored = server.view.file(registry.tails_hash)
+    assert stored == registry.tails and tails_hash(stored) == registry.tails_hash
+    assert server.view.file_for_id(registry.id) == registry.tails
 
 
 async def test_second_upload_is_409_and_file_unchanged(http, server, ledger, registry):
@@ -72,15 +72,15 @@ async def test_not_on_ledger_is_404(http, server, ledger, issuer: Issuer):
     never_published = issuer.registry(5)
     status, body = await put(http, server, never_published, ledger.genesis_text)
     assert status == 404 and "not on the ledger" in body
-    assert not (server.storage / "id").joinpath(quote(never_published.id, safe=":")).exists()
+    assert server.view.file_for_id(never_published.id) is None
 
 
 async def test_hash_mismatch_is_400(http, server, ledger, registry):
     other, other_hash = random_tails(10)  # a well-formed tails file, just not this registry's
     status, body = await put(http, server, registry, ledger.genesis_text, tails=other)
     assert (status, body) == (400, "tailsHash does not match hash of file.")
-    assert not (server.storage / "hash" / other_hash).exists()
-    assert not (server.storage / "id" / quote(registry.id, safe=":")).exists()
+    assert server.view.file(other_hash) is None
+    assert server.view.file_for_id(registry.id) is None
 
 
 @pytest.mark.parametrize(
@@ -142,8 +142,8 @@ async def test_oversized_tails_is_413_and_leaves_nothing(http, server, ledger, r
     too_big = b"\x00\x02" + b"\x00" * (8 << 20)
     status, body = await put(http, server, registry, ledger.genesis_text, tails=too_big)
     assert status == 413 and "larger than the limit" in body
-    assert list((server.storage / ".tmp").iterdir()) == []
-    assert not (server.storage / "id" / quote(registry.id, safe=":")).exists()
+    assert server.view.temp_files() == []
+    assert server.view.file_for_id(registry.id) is None
 
 
 async def test_poison_genesis_then_valid_upload_in_same_process(http, server, ledger, registry):
@@ -230,7 +230,7 @@ async def test_malformed_definition_on_ledger_is_503(http, server, ledger, issue
     ledger.definitions[made.id] = broken
     status, body = await put(http, server, made, ledger.genesis_text)
     assert status == 503 and "malformed" in body
-    assert not (server.storage / "id" / quote(made.id, safe=":")).exists()
+    assert server.view.file_for_id(made.id) is None
 
 
 async def test_ledger_refusal_stops_an_upload_before_its_tails_bytes_end(server, ledger, issuer: Issuer):
@@ -242,4 +242,4 @@ async def test_ledger_refusal_stops_an_upload_before_its_tails_bytes_end(server,
     status, text = await upload.response()
     upload.abandon()
     assert status == 404 and b"not on the ledger" in text
-    assert list((server.storage / ".tmp").iterdir()) == []
+    assert server.view.temp_files() == []
