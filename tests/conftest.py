@@ -72,12 +72,12 @@ class Backends:
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self.request = request
 
-    def options(self, backend: str, storage: Path, prefix: str | None = None) -> tuple[list[str], dict, object]:
+    def options(self, backend: str, storage: Path, prefix: str | None = None, endpoint: str | None = None) -> tuple[list[str], dict, object]:
         if backend == "local":
             return [], {}, None
         store: SeaweedFS = self.request.getfixturevalue("seaweed")
         prefix = prefix or new_prefix()
-        args = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", store.endpoint]
+        args = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", endpoint or store.endpoint]
         return args, AWS_ENV, S3View(store.client(), prefix, storage)
 
 
@@ -96,9 +96,10 @@ def new_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     started: list[ServerProcess] = []
     backends = Backends(request)
 
-    def start(*args: str, storage: Path | None = None, backend: str = "local", prefix: str | None = None, **kwargs) -> ServerProcess:
+    def start(*args: str, storage: Path | None = None, backend: str = "local", prefix: str | None = None,
+              endpoint: str | None = None, **kwargs) -> ServerProcess:
         storage = storage or tmp_path / "storage"
-        extra, env, view = backends.options(backend, storage, prefix)
+        extra, env, view = backends.options(backend, storage, prefix, endpoint)
         kwargs["env"] = {**env, **(kwargs.get("env") or {})}
         proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), *extra, *args, view=view, **kwargs)
         started.append(proc)

@@ -177,8 +177,9 @@ async def raw_request(port: int, method: str, target: str, headers: dict | None 
 class SlowUpload:
     """An upload sent in two halves over a raw socket, so a test can act while it is in flight."""
 
-    def __init__(self, port: int, target: str, body: bytes, content_type: str) -> None:
+    def __init__(self, port: int, target: str, body: bytes, content_type: str, hold_back: int | None = None) -> None:
         self.port, self.target, self.body, self.content_type = port, target, body, content_type
+        self.split = len(body) // 2 if hold_back is None else len(body) - hold_back  # what the first send stops at
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -188,12 +189,12 @@ class SlowUpload:
             f"PUT {self.target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             f"Content-Type: {self.content_type}\r\nContent-Length: {len(self.body)}\r\n\r\n"
         )
-        self.writer.write(head.encode() + self.body[: len(self.body) // 2])
+        self.writer.write(head.encode() + self.body[: self.split])
         await self.writer.drain()
 
     async def finish(self) -> tuple[int, bytes]:
         assert self.writer and self.reader
-        self.writer.write(self.body[len(self.body) // 2:])
+        self.writer.write(self.body[self.split:])
         await self.writer.drain()
         status, data = await read_response(self.reader)
         self.writer.close()

@@ -243,14 +243,23 @@ class LocalStorage(Storage):
         if self.stat_now(rev_reg_id) is not None:
             return False
         link = self.root / ID_DIR / rev_reg_id.storage_name
+        target = f"../{HASH_DIR}/{tails_hash.value}"
         new_content = _link_new(temp.path, self.root / HASH_DIR / tails_hash.value)
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()  # a dangling link left by a crash; we hold this id's lock
-        os.symlink(f"../{HASH_DIR}/{tails_hash.value}", link)
+        try:
+            os.symlink(target, link)  # fails if the name exists: a link is never replaced blindly
+            created = True
+        except FileExistsError:
+            # Only a dangling link is replaced (we hold this id's lock); one that resolves wins,
+            # even if this host's metadata cache hid it from the check above.
+            created = self.stat_now(rev_reg_id) is None
+            if created:
+                link.unlink(missing_ok=True)
+                os.symlink(target, link)
         if new_content:
             _fsync_dir(self.root / HASH_DIR)
-        _fsync_dir(link.parent)
-        return True
+        if created:
+            _fsync_dir(link.parent)
+        return created
 
 
 def _link_new(source: Path, name: Path) -> bool:

