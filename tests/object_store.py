@@ -78,9 +78,9 @@ class SeaweedFS:
         self.wait_ready(self.endpoint, timeout)
         return self
 
-    def add_gateway(self, timeout: float = 60) -> str:
-        """A second S3 gateway on the same filer; returns its endpoint."""
-        port, grpc = free_port(), free_port()
+    def add_gateway(self, timeout: float = 60, port: int | None = None) -> str:
+        """Another S3 gateway on the same filer (on `port` if given); returns its endpoint."""
+        port, grpc = port or free_port(), free_port()
         self._spawn([
             weed_binary(), "s3", f"-filer={self.filer}", f"-port={port}", f"-port.grpc={grpc}",
             "-port.iceberg=0", "-port.lance=0", "-ip.bind=127.0.0.1",

@@ -37,7 +37,7 @@ LIST_PAGE = 1000
 POINTER_CACHE = 100_000
 RESOLVE_CONCURRENCY = 16
 CONFLICT_RETRIES = 3
-MISSING = ("404", "NoSuchKey", "NotFound")
+MISSING = ("NoSuchKey",)  # from GET; a missing bucket is NoSuchBucket, an error
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -123,8 +123,10 @@ class S3Storage(Storage):
             # the body against it, so signing the body a second time would only cost a pass.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
+            # One retry, short timeouts: a client (ACA-Py allows 10 s) gets a 503 it can retry
+            # rather than a hang while the store is away.
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
             read_timeout=30,
             max_pool_connections=64,
         )
@@ -152,14 +154,24 @@ class S3Storage(Storage):
     def _key(self, name: Name) -> str:
         return self.prefix + key_of(name)
 
-    async def _head(self, key: str) -> dict | None:
+    async def _probe(self, key: str) -> tuple[int, float] | None:
+        """Size and modification time of an object, or None if it does not exist.
+
+        A one-byte GET rather than HEAD: a HEAD's 404 cannot tell a missing object from a
+        missing bucket, and a missing bucket must be a 503, not a 404 for every file.
+        """
         with store_errors():
             try:
-                return await self.client.head_object(Bucket=self.bucket, Key=key)
+                response = await self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
             except ClientError as exc:
                 if _code(exc)[1] in MISSING:
                     return None
                 raise
+            async with response["Body"] as body:
+                await body.read()
+        content_range = response.get("ContentRange", "")
+        size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else response["ContentLength"]
+        return size, response["LastModified"].timestamp()
 
     async def _pointer(self, rev_reg_id: RevRegId) -> TailsHash | None:
         """The hash an id object names; an unreadable one counts as absent."""
@@ -189,10 +201,10 @@ class S3Storage(Storage):
         tails_hash = name if isinstance(name, TailsHash) else await self._pointer(name)
         if tails_hash is None:
             return None
-        head = await self._head(self._key(tails_hash))
-        if head is None:
+        found = await self._probe(self._key(tails_hash))
+        if found is None:
             return None
-        return Entry(name, tails_hash, head["ContentLength"], head["LastModified"].timestamp())
+        return Entry(name, tails_hash, *found)
 
     async def put_if_absent(self, name: Name, temp: TempFile, tails_hash: TailsHash) -> bool:
         digest = base58.b58decode(tails_hash.value)
@@ -281,7 +293,7 @@ class S3Storage(Storage):
     async def delete(self, name: Name) -> bool:
         if isinstance(name, RevRegId):
             return await self._delete_key(self._key(name))
-        if await self._head(self._key(name)) is None:
+        if await self._probe(self._key(name)) is None:
             return False
         for entry in await self.list(ID):  # ids first, so none is left naming a missing file
             if entry.tails_hash == name:
@@ -290,7 +302,7 @@ class S3Storage(Storage):
         return True
 
     async def _delete_key(self, key: str) -> bool:
-        if await self._head(key) is None:
+        if await self._probe(key) is None:
             return False
         with store_errors():
             await self.client.delete_object(Bucket=self.bucket, Key=key)

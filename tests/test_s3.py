@@ -1,0 +1,63 @@
+"""What only the S3 backend does: a store that is down, refuses our key or lacks the bucket is a 503
+with a reason (never a 500), uploads leave nothing behind, and the service comes back with the store.
+
+The API suite itself runs on S3 too (the `backend` fixture); these are the store's own failures.
+"""
+
+from __future__ import annotations
+
+import pytest
+from object_store import ACCESS_KEY, AWS_ENV, BUCKET, new_prefix
+from support import free_port, id_upload, random_tails
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+async def expect(http, method: str, url: str, status: int, reason_starts: str = "", **kwargs) -> None:
+    async with http.request(method, url, **kwargs) as resp:
+        text = await resp.text()
+        assert resp.status == status, (method, url, resp.status, text)
+        assert text.startswith(reason_starts), text
+        assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "wrong key", "no bucket"])
+async def test_a_failing_store_is_503_for_reads_writes_and_readiness(problem, seaweed, new_server, http, ledger, registry):
+    endpoint, env, url = seaweed.endpoint, {}, f"s3://{BUCKET}/{new_prefix()}"
+    if problem == "unreachable":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    elif problem == "wrong key":
+        env = {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    else:
+        url = f"s3://no-such-bucket-{free_port()}/x"
+    proc = new_server("--storage", url, "--s3-endpoint-url", endpoint, env={**AWS_ENV, **env})
+    data, h = random_tails(64)
+    await expect(http, "GET", proc.url + "/livez", 200, "ok")
+    await expect(http, "GET", proc.url + "/readyz", 503)
+    await expect(http, "GET", f"{proc.url}/hash/{h}", 503, "Object storage")
+    await expect(http, "HEAD", proc.url + registry.path, 503)
+    await expect(http, "PUT", f"{proc.url}/hash/{h}", 503, "Object storage", data=data, headers=OCTETS)
+    await expect(http, "PUT", proc.url + registry.path, 503, "Object storage", data=id_upload(ledger.genesis_text, registry.tails))
+    await expect(http, "GET", proc.url + "/index.json", 503, "Object storage")
+    assert proc.view.temp_files() == []
+    assert ACCESS_KEY not in proc.log() and "not-the-secret" not in proc.log()  # credentials never logged
+
+
+async def test_store_back_after_an_outage_serves_again(seaweed, new_server, http):
+    """Start against a gateway that is not there yet; once it runs, the same server works."""
+    port = free_port()
+    proc = new_server(backend="s3", endpoint=f"http://127.0.0.1:{port}")
+    data, h = random_tails(64)
+    await expect(http, "PUT", f"{proc.url}/hash/{h}", 503, data=data, headers=OCTETS)
+    endpoint = seaweed.add_gateway(port=port)
+    assert endpoint.endswith(f":{port}")
+    await expect(http, "GET", proc.url + "/readyz", 200, "ok")
+    await expect(http, "PUT", f"{proc.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
+    async with http.get(f"{proc.url}/hash/{h}", headers={"Range": "bytes=2-129"}) as resp:
+        assert resp.status == 206 and await resp.read() == data[2:130]
+    assert proc.view.file(h) == data
+
+
+def test_bad_storage_url_is_a_usage_error(new_server):
+    with pytest.raises(RuntimeError, match="expected s3://BUCKET/PREFIX"):
+        new_server("--storage", "s3:/missing-bucket", env=AWS_ENV)
