@@ -17,8 +17,8 @@ from aiohttp import web
 from . import __version__, client, logs, maintenance
 from .auth import hash_token
 from .config import ENV_PREFIX, Settings, load_settings, parse_size
+from .errors import TailsError
 from .storage import open_storage
-from .storage.local import LocalStorage
 from .workers import Supervisor
 
 LOGGER = logging.getLogger("tails_server")
@@ -85,30 +85,34 @@ def maintain(command: str, args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"tails-server {command}")
     parser.add_argument("--storage-path", default=os.environ.get(ENV_PREFIX + "STORAGE_PATH", "tails-files"),
                         help=f"The server's storage directory [env {ENV_PREFIX}STORAGE_PATH; default %(default)s]")
-    if command == "import":
-        parser.add_argument("--storage", default=os.environ.get(ENV_PREFIX + "STORAGE"),
-                            help=f"Import into s3://BUCKET/PREFIX instead [env {ENV_PREFIX}STORAGE]")
-        parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENV_PREFIX + "S3_ENDPOINT_URL"),
-                            help=f"S3 endpoint for stores other than AWS [env {ENV_PREFIX}S3_ENDPOINT_URL]")
+    parser.add_argument("--storage", default=os.environ.get(ENV_PREFIX + "STORAGE"),
+                        help=f"The server's S3 storage, s3://BUCKET/PREFIX, instead [env {ENV_PREFIX}STORAGE]")
+    parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENV_PREFIX + "S3_ENDPOINT_URL"),
+                        help=f"S3 endpoint for stores other than AWS [env {ENV_PREFIX}S3_ENDPOINT_URL]")
     if command == "verify":
         parser.description = "Re-hash every stored file against its name and check every registry id link."
-        parser.add_argument("--quarantine", action="store_true", help="Move bad files to .quarantine/ and unlink their ids.")
+        parser.add_argument("--quarantine", action="store_true", help="Move bad files to .quarantine/ and remove their ids.")
     else:
         parser.description = "Import a reference server's storage: files named by tails hash (checked) or by registry id."
         parser.add_argument("source", type=Path, help="The directory to import (its hash/ subdirectory too).")
         parser.add_argument("--max-tails-size", type=parse_size, default=Settings().max_tails_size)
     options = parser.parse_args(args)
-    if command == "verify":
-        storage = LocalStorage(options.storage_path)
-        storage.prepare()
-        report = maintenance.verify(storage, options.quarantine)
-        report.print("verified")
-    else:
-        if not options.source.is_dir():
-            parser.error(f"not a directory: {options.source}")
+    try:
         storage = open_storage(Path(options.storage_path), options.storage, options.s3_endpoint_url)
-        report = maintenance.import_directory(storage, options.source, options.max_tails_size)
-        report.print("imported")
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        if command == "verify":
+            report = maintenance.verify(storage, options.quarantine)
+            report.print("verified")
+        else:
+            if not options.source.is_dir():
+                parser.error(f"not a directory: {options.source}")
+            report = maintenance.import_directory(storage, options.source, options.max_tails_size)
+            report.print("imported")
+    except TailsError as exc:  # the store is unusable: say why, no traceback
+        print(f"{command}: {exc.reason}", file=sys.stderr)
+        return 3
     return 1 if report.bad else 0
 
 

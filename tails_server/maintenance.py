@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,11 +12,9 @@ from tqdm import tqdm
 
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
-from .storage import Storage
-from .storage.local import HASH_DIR, LocalStorage
-from .tails import TailsReceiver, check_file
+from .storage import HASH, ID, Storage
+from .tails import FormatCheck, TailsReceiver
 
-QUARANTINE_DIR = ".quarantine"
 CHUNK = 1 << 20
 
 
@@ -39,55 +36,57 @@ def _progress(items: list, what: str) -> Iterable:
     return tqdm(items, desc=what, unit="file", disable=not sys.stderr.isatty())
 
 
-def verify(storage: LocalStorage, quarantine: bool) -> Report:
-    """Re-hash every stored file against its name; check every id link; optionally quarantine."""
-    report = Report()
-    hash_dir = storage.root / HASH_DIR
-    links: dict[str, list[Path]] = {}
-    for link, target in storage.id_links():
-        links.setdefault(target, []).append(link)
-    for path in _progress(sorted(hash_dir.iterdir()), "verifying"):
-        actual, problem = check_file(path)
-        if problem is None and actual.value != path.name:
-            problem = "content does not match its hash"
-        if problem is None:
-            report.ok.append(path.name)
-            continue
-        report.bad.append(f"hash/{path.name}: {problem}")
-        if quarantine:
-            (storage.root / QUARANTINE_DIR).mkdir(exist_ok=True)
-            for link in links.get(path.name, []):  # ids stop resolving before the file moves
-                link.unlink(missing_ok=True)
-            os.rename(path, storage.root / QUARANTINE_DIR / path.name)
-    for target, paths in links.items():
-        if not (hash_dir / target).exists():
-            for link in paths:
-                if link.is_symlink():
-                    report.bad.append(f"id/{link.name}: points at a missing file")
-                    if quarantine:
-                        link.unlink(missing_ok=True)
-    return report
+def verify(storage: Storage, quarantine: bool) -> Report:
+    """Re-hash every stored file against its name; check that every id resolves; optionally quarantine."""
+    return asyncio.run(_with_storage(storage, _verify, quarantine))
 
 
-def import_directory(storage: Storage, source: Path, max_size: int) -> Report:
-    """Publish a reference server's files: named by hash (checked) or by registry id (format only)."""
-    return asyncio.run(_import(storage, source, max_size))
-
-
-async def _import(storage: Storage, source: Path, max_size: int) -> Report:
+async def _with_storage(storage: Storage, work, *args) -> Report:
     report = Report()
     await storage.start()
     try:
-        await _import_files(storage, source, max_size, report)
+        await work(storage, report, *args)
     finally:
         await storage.close()
     return report
 
 
-async def _import_files(storage: Storage, source: Path, max_size: int, report: Report) -> None:
+async def _verify(storage: Storage, report: Report, quarantine: bool) -> None:
+    for entry in _progress(await storage.list(HASH), "verifying"):
+        stored = await storage.open(entry.name)
+        if stored is None:  # removed meanwhile
+            continue
+        check = FormatCheck()
+        try:
+            async for chunk in stored.chunks(0, stored.size):
+                check.feed(chunk)
+        finally:
+            await stored.close()
+        actual, problem = check.result()
+        if problem is None and actual != entry.tails_hash:
+            problem = "content does not match its hash"
+        if problem is None:
+            report.ok.append(entry.tails_hash.value)
+            continue
+        report.bad.append(f"{HASH}/{entry.tails_hash}: {problem}")
+        if quarantine:
+            await storage.quarantine(entry.tails_hash)
+    for entry in await storage.list(ID):
+        if await storage.stat(entry.name) is None:
+            report.bad.append(f"{ID}/{entry.name.storage_name}: points at a missing file")
+            if quarantine:
+                await storage.delete(entry.name)
+
+
+def import_directory(storage: Storage, source: Path, max_size: int) -> Report:
+    """Publish a reference server's files: named by hash (checked) or by registry id (format only)."""
+    return asyncio.run(_with_storage(storage, _import, source, max_size))
+
+
+async def _import(storage: Storage, report: Report, source: Path, max_size: int) -> None:
     candidates = [p for p in sorted(source.iterdir()) if p.is_file()]
-    if (source / HASH_DIR).is_dir():
-        candidates += [p for p in sorted((source / HASH_DIR).iterdir()) if p.is_file()]
+    if (source / HASH).is_dir():
+        candidates += [p for p in sorted((source / HASH).iterdir()) if p.is_file()]
     for path in _progress(candidates, "importing"):
         name = path.name
         try:

@@ -18,23 +18,36 @@ BAD_HEADER = 'Tails file must start with "00 02".'
 BAD_SIZE = "Tails file is not the correct size."
 
 
+class FormatCheck:
+    """Hashes a whole stored or local file fed in pieces, and says what, if anything, makes it no tails file."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._head = b""
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self._head) < len(HEADER):
+            self._head += chunk[: len(HEADER) - len(self._head)]
+        self._sha.update(chunk)
+        self.size += len(chunk)
+
+    def result(self) -> tuple[TailsHash, str | None]:
+        problem = None
+        if self._head != HEADER:
+            problem = 'does not start with "00 02"'
+        elif (self.size - len(HEADER)) % RECORD_SIZE:
+            problem = "size is not 2 + 128·k"
+        return TailsHash.of_digest(self._sha.digest()), problem
+
+
 def check_file(path: Path) -> tuple[TailsHash, str | None]:
-    """Hash a stored or local file in one pass; also say what, if anything, makes it no tails file."""
-    sha = hashlib.sha256()
-    size = 0
+    """Hash a local file in one pass; also say what, if anything, makes it no tails file."""
+    check = FormatCheck()
     with open(path, "rb") as file:
-        head = file.read(len(HEADER))
-        sha.update(head)
-        size += len(head)
         while chunk := file.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    problem = None
-    if head != HEADER:
-        problem = 'does not start with "00 02"'
-    elif (size - len(HEADER)) % RECORD_SIZE:
-        problem = "size is not 2 + 128·k"
-    return TailsHash.of_digest(sha.digest()), problem
+            check.feed(chunk)
+    return check.result()
 
 
 class TailsReceiver:

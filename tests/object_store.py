@@ -168,5 +168,11 @@ class S3View(LocalView):
     def hashes(self) -> dict[str, int]:
         return self._keys("hash")
 
+    def overwrite(self, tails_hash: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=f"{self.prefix}/hash/{tails_hash}", Body=data)
+
+    def quarantined(self, tails_hash: str) -> bytes | None:
+        return self._get(f".quarantine/{tails_hash}")
+
     def ids(self) -> set[str]:
         return {unquote(name) for name in self._keys("id")}

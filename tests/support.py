@@ -60,6 +60,14 @@ class LocalView:
         directory = self.root / "id"
         return {unquote(p.name) for p in directory.iterdir()} if directory.exists() else set()
 
+    def overwrite(self, tails_hash: str, data: bytes) -> None:
+        """Change stored bytes behind the server's back, as disk rot would."""
+        (self.root / "hash" / tails_hash).write_bytes(data)
+
+    def quarantined(self, tails_hash: str) -> bytes | None:
+        path = self.root / ".quarantine" / tails_hash
+        return path.read_bytes() if path.exists() else None
+
     def temp_files(self) -> list[Path]:
         """Uploads being received (for every backend, a local directory)."""
         directory = self.root / ".tmp"
@@ -79,6 +87,14 @@ class ServerProcess:
         self.log_path = storage.parent / f"server-{self.port}.log"
         self.ssl_context = ssl_context  # a client context trusting the server's certificate
         self.proc: subprocess.Popen | None = None
+
+    def storage_args(self) -> list[str]:
+        """The options naming this server's storage, for the maintenance commands."""
+        picked = []
+        for flag in ("--storage-path", "--storage", "--s3-endpoint-url"):
+            if flag in self.args:
+                picked += [flag, self.args[self.args.index(flag) + 1]]
+        return picked
 
     @property
     def url(self) -> str:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from urllib.parse import quote
 
-from support import id_upload, random_tails, tails_hash
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tails_server", *args], capture_output=True, text=True, timeout=120)
+from object_store import AWS_ENV
+from support import free_port, id_upload, random_tails, tails_hash
 
 
-async def test_verify_finds_a_flipped_byte_and_quarantines_it(new_server, http, ledger, issuer):
-    proc = new_server()
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tails_server", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+async def test_verify_finds_a_flipped_byte_and_quarantines_it(backend, new_server, http, ledger, issuer):
+    proc = new_server(backend=backend)
     made = issuer.registry(100)
     ledger.publish(made.definition)
     async with http.put(proc.url + made.path, data=id_upload(ledger.genesis_text, made.tails)) as resp:
@@ -22,26 +24,31 @@ async def test_verify_finds_a_flipped_byte_and_quarantines_it(new_server, http, 
     good, good_hash = random_tails(10)
     async with http.put(f"{proc.url}/hash/{good_hash}", data=good, headers={"Content-Type": "application/octet-stream"}) as resp:
         assert resp.status == 200
-    storage = str(proc.storage)
-    assert run("verify", "--storage-path", storage).returncode == 0
+    env = proc.env
+    assert run("verify", *proc.storage_args(), env=env).returncode == 0
 
-    stored = proc.storage / "hash" / made.tails_hash
-    flipped = bytearray(stored.read_bytes())
+    flipped = bytearray(made.tails)
     flipped[1000] ^= 0x01
-    stored.write_bytes(bytes(flipped))  # what disk rot would do
-    result = run("verify", "--storage-path", storage)
+    proc.view.overwrite(made.tails_hash, bytes(flipped))  # what disk rot would do
+    result = run("verify", *proc.storage_args(), env=env)
     assert result.returncode == 1
     assert f"BAD hash/{made.tails_hash}: content does not match its hash" in result.stdout
     assert "1 verified" in result.stdout
 
-    assert run("verify", "--storage-path", storage, "--quarantine").returncode == 1
-    assert (proc.storage / ".quarantine" / made.tails_hash).exists()
-    assert not (proc.storage / "id" / quote(made.id, safe=":")).exists()
-    assert run("verify", "--storage-path", storage).returncode == 0
+    assert run("verify", *proc.storage_args(), "--quarantine", env=env).returncode == 1
+    assert proc.view.quarantined(made.tails_hash) == bytes(flipped)
+    assert proc.view.file_for_id(made.id) is None and proc.view.file(made.tails_hash) is None
+    assert run("verify", *proc.storage_args(), env=env).returncode == 0
     async with http.get(proc.url + made.path) as resp:
         assert resp.status == 404  # never the corrupt bytes
     async with http.get(f"{proc.url}/hash/{good_hash}") as resp:
         assert await resp.read() == good
+
+
+def test_verify_of_an_unreachable_store_says_why(tmp_path):
+    result = run("verify", "--storage-path", str(tmp_path), "--storage", "s3://tails/x", "--s3-endpoint-url",
+                 f"http://127.0.0.1:{free_port()}", env=AWS_ENV)
+    assert result.returncode == 3 and "Object storage is unreachable" in result.stderr and "Traceback" not in result.stderr
 
 
 async def test_import_a_reference_storage_directory(new_server, http, issuer, tmp_path):

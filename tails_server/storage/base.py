@@ -22,6 +22,7 @@ from ..ids import RevRegId, TailsHash
 LOGGER = logging.getLogger(__name__)
 
 HASH, ID = "hash", "id"
+QUARANTINE = ".quarantine"  # bad files moved aside by `tails-server verify --quarantine`
 Name = TailsHash | RevRegId
 IOV_MAX = 1024
 
@@ -184,6 +185,10 @@ class Storage(ABC):
     @abstractmethod
     async def delete(self, name: Name) -> bool:
         """Remove a name (a hash takes every id pointing at it along); False if absent."""
+
+    @abstractmethod
+    async def quarantine(self, tails_hash: TailsHash) -> None:
+        """Take a bad file out of service, keeping its bytes aside for inspection; its ids go first."""
 
 
 def _remove_if_unlocked(path: Path) -> bool:

@@ -26,7 +26,7 @@ import portalocker
 
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
-from .base import HASH, ID, Entry, Name, Spool, Storage, StoredFile, TempFile
+from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile, TempFile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -178,6 +178,18 @@ class LocalStorage(Storage):
         if isinstance(name, TailsHash):
             return await self._locked(name.value, self._unlink_hash, name)
         return await self._locked(name.value, self._unlink_id, name)
+
+    async def quarantine(self, tails_hash: TailsHash) -> None:
+        await self._locked(tails_hash.value, self._move_aside, tails_hash)
+
+    def _move_aside(self, tails_hash: TailsHash) -> bool:
+        for link, target in self.id_links():  # ids stop resolving before the file moves
+            if target == tails_hash.value:
+                link.unlink(missing_ok=True)
+        (self.root / QUARANTINE).mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.root / HASH_DIR / tails_hash.value, self.root / QUARANTINE / tails_hash.value)
+        return True
 
     def _unlink_id(self, rev_reg_id: RevRegId) -> bool:
         try:

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
-from .base import HASH, ID, Entry, Name, Spool, Storage, StoredFile, TempFile, key_of
+from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile, TempFile, key_of
 
 LOGGER = logging.getLogger(__name__)
 
@@ -300,6 +300,15 @@ class S3Storage(Storage):
                 await self._delete_key(self._key(entry.name))
         await self._delete_key(self._key(name))
         return True
+
+    async def quarantine(self, tails_hash: TailsHash) -> None:
+        """Copied to PREFIX/.quarantine/<hash>, then deleted with its ids."""
+        with store_errors():
+            await self.client.copy_object(
+                Bucket=self.bucket, Key=f"{self.prefix}{QUARANTINE}/{tails_hash.value}",
+                CopySource={"Bucket": self.bucket, "Key": self._key(tails_hash)},
+            )
+        await self.delete(tails_hash)
 
     async def _delete_key(self, key: str) -> bool:
         if await self._probe(key) is None:
