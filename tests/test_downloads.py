@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
-from support import random_tails
+from support import random_tails, read_response
 
 
 @pytest.fixture
@@ -150,3 +151,28 @@ async def test_each_request_gets_one_access_line(http, server, stored):
     await asyncio.sleep(0.5)  # access lines are flushed in batches
     lines = [line for line in server.log().splitlines() if marker in line]
     assert len(lines) == 1 and " 200 " in lines[0] and "ACCESS" in lines[0]
+
+
+async def test_slow_readers_get_every_byte(http, server):
+    """Readers with tiny receive buffers that pause: sendfile() stops part-way and resumes on the loop."""
+    data, h = random_tails(60000)  # 7.3 MiB: just under the test server's limit
+    async with http.put(f"{server.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+
+    async def slow_read(range_header: str, expected: bytes, status: int) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n{range_header}Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the server fills what the socket holds and must wait
+        assert await read_response(reader) == (status, expected)
+        writer.close()
+
+    await asyncio.gather(
+        slow_read("", data, 200),
+        slow_read("Range: bytes=100000-\r\n", data[100000:], 206),
+        slow_read("Range: bytes=5-70000\r\n", data[5:70001], 206),
+    )
