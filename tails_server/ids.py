@@ -77,7 +77,7 @@ class RevRegId:
     cred_def_id: str
     namespace: str | None = None
 
-    @property
+    @functools.cached_property  # ids are parsed once and cached: so is their name
     def storage_name(self) -> str:
         """Injective, separator-free file name: every byte outside [A-Za-z0-9_.~:-] is %-encoded."""
         return quote(self.value, safe=":")

@@ -67,6 +67,7 @@ class LocalStorage(Storage):
         self.root = Path(root).absolute()
         self.lock_timeout = lock_timeout
         self.spool = Spool(self.root / TMP_DIR)
+        self._hash_prefix = f"{self.root}/{HASH_DIR}/"  # downloads build paths by concatenation, not pathlib
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     def describe(self) -> str:
@@ -101,7 +102,7 @@ class LocalStorage(Storage):
         if tails_hash is None:
             return None
         try:
-            file = open(self.root / HASH_DIR / tails_hash.value, "rb", buffering=0)
+            file = open(self._hash_prefix + tails_hash.value, "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         st = os.fstat(file.fileno())
@@ -116,7 +117,7 @@ class LocalStorage(Storage):
         if tails_hash is None:
             return None
         try:
-            st = os.stat(self.root / HASH_DIR / tails_hash.value)
+            st = os.stat(self._hash_prefix + tails_hash.value)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return Entry(name, tails_hash, st.st_size, st.st_mtime)
@@ -149,7 +150,7 @@ class LocalStorage(Storage):
     def _target(self, rev_reg_id: RevRegId) -> TailsHash | None:
         """The hash an id's symlink points at; anything unexpected counts as absent."""
         try:
-            target = os.readlink(self.root / ID_DIR / rev_reg_id.storage_name)
+            target = os.readlink(f"{self.root}/{ID_DIR}/{rev_reg_id.storage_name}")
         except OSError:
             return None
         prefix = f"../{HASH_DIR}/"
