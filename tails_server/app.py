@@ -158,7 +158,10 @@ class TailsRoutes:
         if stored is None:
             raise NotFound("404: Not Found")
         response = serve(stored)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:  # the client left, or the store failed mid-body: nothing more to send
+            pass
         return response
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from aiohttp import ETag, hdrs, web
 
 from .storage import StoredFile
 
+LOGGER = logging.getLogger(__name__)
 CACHE_FOREVER = "public, max-age=31536000, immutable"
 # Below this, one pread() and one socket write (headers included) cost less than a sendfile()
 # after the headers; above it, copying the bytes through user space costs more (measured on
@@ -51,7 +54,7 @@ class TailsFileResponse(web.StreamResponse):
         tag = stored.tails_hash.value
         self.headers[hdrs.ETAG] = f'"{tag}"'
         self.headers[hdrs.CACHE_CONTROL] = CACHE_FOREVER
-        self.headers[hdrs.LAST_MODIFIED] = formatdate(stored.mtime, usegmt=True)
+        self.headers[hdrs.LAST_MODIFIED] = _http_date(int(stored.mtime))
         if (if_match := request.if_match) is not None and not _matches(tag, if_match, weak=False):
             return await self._empty(request, 412)
         if_none_match = request.if_none_match
@@ -89,14 +92,26 @@ class TailsFileResponse(web.StreamResponse):
         return writer
 
     async def _stream(self, request: web.BaseRequest, offset: int, count: int):
-        """Remote bytes: the first piece arrives before the headers leave, so a failing store is a 503."""
+        """Remote bytes: the first piece arrives before the headers leave, so a failing store is a 503.
+
+        Once the headers are out, a failing store can only cut the connection short: the client
+        sees fewer bytes than Content-Length, never a second response glued to the first.
+        """
         chunks = self.stored.chunks(offset, count)
         try:
             first = await anext(chunks, b"")
             writer = await super().prepare(request)
-            await writer.write(first)
-            async for chunk in chunks:
-                await writer.write(chunk)
+            try:
+                await writer.write(first)
+                async for chunk in chunks:
+                    await writer.write(chunk)
+            except (asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception as exc:
+                LOGGER.error("storage failed while sending %s: %s", request.path, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("storage failed mid-body") from None
         finally:
             await chunks.aclose()
         await super().write_eof()
@@ -129,6 +144,12 @@ class TailsFileResponse(web.StreamResponse):
             pass
         async for chunk in self.stored.chunks(offset, count):
             await writer.write(chunk)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(timestamp: int) -> str:
+    """Last-Modified for a file time: files never change, so each is formatted once."""
+    return formatdate(timestamp, usegmt=True)
 
 
 def _sendfile_now(transport: asyncio.Transport, file, offset: int, count: int) -> int:

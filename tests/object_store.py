@@ -48,6 +48,7 @@ class SeaweedFS:
             "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin", "admin.grpc"
         )}
         self.processes: list[subprocess.Popen] = []
+        self.gateways: dict[str, subprocess.Popen] = {}  # extra S3 gateways by endpoint
 
     @property
     def endpoint(self) -> str:
@@ -81,11 +82,11 @@ class SeaweedFS:
     def add_gateway(self, timeout: float = 60, port: int | None = None) -> str:
         """Another S3 gateway on the same filer (on `port` if given); returns its endpoint."""
         port, grpc = port or free_port(), free_port()
-        self._spawn([
+        endpoint = f"http://127.0.0.1:{port}"
+        self.gateways[endpoint] = self._spawn([
             weed_binary(), "s3", f"-filer={self.filer}", f"-port={port}", f"-port.grpc={grpc}",
             "-port.iceberg=0", "-port.lance=0", "-ip.bind=127.0.0.1",
         ], f"s3-{port}")
-        endpoint = f"http://127.0.0.1:{port}"
         self.wait_ready(endpoint, timeout)
         return endpoint
 

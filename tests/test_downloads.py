@@ -176,3 +176,20 @@ async def test_slow_readers_get_every_byte(http, server):
         slow_read("Range: bytes=100000-\r\n", data[100000:], 206),
         slow_read("Range: bytes=5-70000\r\n", data[5:70001], 206),
     )
+
+
+async def test_a_reader_leaving_mid_download_is_no_error(server, http):
+    """A holder that hangs up part-way is routine: no traceback, no 500, the server goes on."""
+    data, h = random_tails(60000)
+    async with http.put(f"{server.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status in (200, 409)
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.read(1000)
+        writer.transport.abort()  # RST, mid-body
+    await asyncio.sleep(0.5)
+    async with http.get(f"{server.url}/hash/{h}") as resp:
+        assert resp.status == 200 and await resp.read() == data
+    assert "Error handling request" not in server.log() and "Traceback" not in server.log()

@@ -6,6 +6,9 @@ The API suite itself runs on S3 too (the `backend` fixture); these are the store
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from object_store import ACCESS_KEY, AWS_ENV, BUCKET, new_prefix
 from support import free_port, id_upload, random_tails
@@ -61,3 +64,29 @@ async def test_store_back_after_an_outage_serves_again(seaweed, new_server, http
 def test_bad_storage_url_is_a_usage_error(new_server):
     with pytest.raises(RuntimeError, match="expected s3://BUCKET/PREFIX"):
         new_server("--storage", "s3:/missing-bucket", env=AWS_ENV)
+
+
+async def test_store_lost_mid_download_cuts_the_connection_short(seaweed, new_server, http):
+    """Headers are out when the gateway dies: the client gets fewer bytes than promised, then EOF."""
+    endpoint = seaweed.add_gateway()
+    proc = new_server(backend="s3", endpoint=endpoint, *("--max-tails-size", "64MiB"))
+    data, h = random_tails(200_000)  # 24 MiB: far more than the socket buffers hold
+    await expect(http, "PUT", f"{proc.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", proc.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {len(data)}".encode() in head
+    seaweed.gateways[endpoint].kill()
+    received = b""
+    async with asyncio.timeout(60):
+        while chunk := await reader.read(1 << 16):
+            received += chunk
+    writer.close()
+    assert len(received) < len(data) and data.startswith(received)
+    assert b"HTTP/1.1" not in received  # no second response in the body
+    await expect(http, "GET", proc.url + "/livez", 200, "ok")
+    assert "storage failed while sending" in proc.log() and "Traceback" not in proc.log()
