@@ -69,7 +69,7 @@ def test_bad_storage_url_is_a_usage_error(new_server):
 async def test_store_lost_mid_download_cuts_the_connection_short(seaweed, new_server, http):
     """Headers are out when the gateway dies: the client gets fewer bytes than promised, then EOF."""
     endpoint = seaweed.add_gateway()
-    proc = new_server(backend="s3", endpoint=endpoint, *("--max-tails-size", "64MiB"))
+    proc = new_server("--max-tails-size", "64MiB", backend="s3", endpoint=endpoint)
     data, h = random_tails(200_000)  # 24 MiB: far more than the socket buffers hold
     await expect(http, "PUT", f"{proc.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
     sock = socket.socket()
