@@ -76,7 +76,6 @@ class TempFile:
         fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
         self.fd: int | None = fd
         self.path = Path(name)
-        self.size = 0
         os.fchmod(fd, 0o644)  # published files are world-readable, like any static file
         # The lock marks the file as live; a starting server removes only unlocked ones.
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -84,7 +83,6 @@ class TempFile:
     def write_all(self, chunks: list[bytes]) -> None:
         """Write every chunk, in order, with as few system calls as the kernel allows (blocking)."""
         pending = [memoryview(c) for c in chunks if c]
-        self.size += sum(len(c) for c in pending)
         while pending:
             written = os.writev(self.fd, pending[:IOV_MAX])
             while written and pending:
