@@ -167,12 +167,14 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         parser.error(f"invalid log level: {values['log_level']!r} (choose from {', '.join(LOG_LEVELS)})")
     values["storage_path"] = Path(values["storage_path"])
     if values["storage"]:
-        from .storage.s3 import parse_url  # the S3 client loads only when S3 is used
+        from .storage.s3 import MAX_SINGLE_PUT, parse_url  # the S3 client loads only when S3 is used
 
         try:
             parse_url(values["storage"])
         except ValueError as exc:
             parser.error(f"--storage: {exc}")
+        if values["max_tails_size"] > MAX_SINGLE_PUT:  # each file is one conditional PutObject
+            parser.error("--max-tails-size cannot exceed 5GiB with S3 storage (the largest single PUT)")
     elif values["s3_endpoint_url"]:
         parser.error("--s3-endpoint-url needs --storage s3://BUCKET/PREFIX")
     if values["ledgers"] is None:  # no --ledger flag: the environment's list (flags win)

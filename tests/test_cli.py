@@ -42,7 +42,10 @@ def test_environment_sets_options_and_flags_win():
     assert load_settings(["--port", "7001"], env=env).port == 7001
 
 
-@pytest.mark.parametrize("argv, env", [(["--port", "x"], {}), (["--ledger-timeout", "0"], {}), ([], {"TAILS_SERVER_LOG_LEVEL": "LOUD"}), (["--max-tails-size", "lots"], {})])
+@pytest.mark.parametrize("argv, env", [
+    (["--port", "x"], {}), (["--ledger-timeout", "0"], {}), ([], {"TAILS_SERVER_LOG_LEVEL": "LOUD"}), (["--max-tails-size", "lots"], {}),
+    (["--storage", "s3://b/p", "--max-tails-size", "6GiB"], {}), (["--storage", "https://b/p"], {}), (["--s3-endpoint-url", "http://x"], {}),
+])
 def test_bad_values_exit_with_usage(argv, env):
     with pytest.raises(SystemExit) as exc:
         load_settings(argv, env=env)

@@ -33,6 +33,7 @@ from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile,
 LOGGER = logging.getLogger(__name__)
 
 CHUNK = 1 << 18
+MAX_SINGLE_PUT = 5 << 30  # S3's limit for one PutObject
 LIST_PAGE = 1000
 POINTER_CACHE = 100_000
 RESOLVE_CONCURRENCY = 16
