@@ -30,6 +30,7 @@ _READ = {
     "404": _reason("nothing stored under this name"),
     "412": _reason("If-Match did not match"),
     "416": _reason("unsatisfiable range"),
+    "503": _reason("object storage unavailable (S3 backend); retry"),
 }
 _WRITE = {
     "200": _reason("stored; the body is the tails hash"),
