@@ -179,7 +179,7 @@ def _deleted(existed: bool, request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     """Wire storage, ledger and uploads into an application (storage is prepared on startup)."""
-    storage = open_storage(settings.storage_path, settings.storage, settings.s3_endpoint_url)
+    storage = open_storage(settings.storage_path, settings.storage, settings.s3_endpoint_url, settings.s3_cache_size)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     uploads = Uploads(
         storage,

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 from object_store import ACCESS_KEY, AWS_ENV, BUCKET, new_prefix
-from support import free_port, id_upload, random_tails
+from support import free_port, id_upload, random_tails, wait_for
+
+from tails_server.auth import hash_token
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 async def expect(http, method: str, url: str, status: int, reason_starts: str = "", **kwargs) -> None:
     async with http.request(method, url, **kwargs) as resp:
-        text = await resp.text()
+        text = (await resp.read()).decode(errors="replace")
         assert resp.status == status, (method, url, resp.status, text)
         assert text.startswith(reason_starts), text
         assert "Traceback" not in text
@@ -90,3 +93,54 @@ async def test_store_lost_mid_download_cuts_the_connection_short(seaweed, new_se
     assert b"HTTP/1.1" not in received  # no second response in the body
     await expect(http, "GET", proc.url + "/livez", 200, "ok")
     assert "storage failed while sending" in proc.log() and "Traceback" not in proc.log()
+
+
+async def wait_cached(proc, h: str, timeout: float = 10) -> Path:
+    path = proc.storage / ".cache" / h
+    await wait_for(path.exists, timeout)
+    return path
+
+
+async def test_downloads_fill_a_verified_local_cache(seaweed, new_server, http):
+    """After one GET the bytes come from local disk (sendfile), and only bytes matching the hash are kept."""
+    proc = new_server(backend="s3")
+    data, h = random_tails(1000)
+    await expect(http, "PUT", f"{proc.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
+    async with http.get(f"{proc.url}/hash/{h}") as resp:
+        assert resp.status == 200 and await resp.read() == data  # streamed from the store
+    assert (await wait_cached(proc, h)).read_bytes() == data
+    proc.view.overwrite(h, b"\x00\x02" + b"\xff" * 128 * 1000)  # the store's copy rots behind our back
+    async with http.get(f"{proc.url}/hash/{h}", headers={"Range": "bytes=10-99"}) as resp:
+        assert resp.status == 206 and await resp.read() == data[10:100]  # the verified copy
+
+    rotten, rotten_hash = random_tails(500)
+    await expect(http, "PUT", f"{proc.url}/hash/{rotten_hash}", 200, rotten_hash, data=rotten, headers=OCTETS)
+    proc.view.overwrite(rotten_hash, rotten[:-128])
+    async with http.get(f"{proc.url}/hash/{rotten_hash}") as resp:
+        assert resp.status == 200
+    await wait_for(lambda: "do not match their hash" in proc.log())
+    assert not (proc.storage / ".cache" / rotten_hash).exists()
+
+
+async def test_a_cached_file_deleted_on_another_instance_is_gone_here_too(seaweed, new_server, tmp_path, http):
+    prefix = new_prefix()
+    admin = new_server("--allow-delete", "--admin-key-hash", hash_token("admin-token-0123456789"),
+                       backend="s3", prefix=prefix, storage=tmp_path / "a")
+    reader = new_server("--s3-cache-size", "1MiB", backend="s3", prefix=prefix, storage=tmp_path / "b")
+    data, h = random_tails(1000)
+    await expect(http, "PUT", f"{admin.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
+    await expect(http, "GET", f"{reader.url}/hash/{h}", 200)
+    await wait_cached(reader, h)
+    await expect(http, "DELETE", f"{admin.url}/hash/{h}", 200, "Deleted.", headers={"Authorization": "Bearer admin-token-0123456789"})
+    await expect(http, "GET", f"{reader.url}/hash/{h}", 404)
+
+    files = [random_tails(2000) for _ in range(6)]  # 256 KiB each: four fit the 1 MiB cache
+    for data, h in files:
+        await expect(http, "PUT", f"{admin.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
+        await expect(http, "GET", f"{reader.url}/hash/{h}", 200)
+        await wait_cached(reader, h)
+    cached = list((reader.storage / ".cache").glob("[!.]*"))
+    assert sum(p.stat().st_size for p in cached) <= 1 << 20 and files[-1][1] in {p.name for p in cached}
+    for data, h in files:  # evicted or not, every file is served whole
+        async with http.get(f"{reader.url}/hash/{h}") as resp:
+            assert resp.status == 200 and await resp.read() == data

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
 from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile, TempFile, key_of
+from .cache import FileCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ class S3Storage(Storage):
 
     kind = "s3"
 
-    def __init__(self, url: str, endpoint_url: str | None, spool_dir: Path) -> None:
+    def __init__(self, url: str, endpoint_url: str | None, spool_dir: Path, cache: FileCache | None = None) -> None:
         self.url = url
+        self.cache = cache
         self.bucket, self.prefix = parse_url(url)
         self.endpoint_url = endpoint_url
         self.spool = Spool(spool_dir)
@@ -117,6 +119,8 @@ class S3Storage(Storage):
 
     async def start(self) -> None:
         await super().start()
+        if self.cache is not None:
+            self.cache.prepare()
         session = get_session()  # credentials and region: AWS_* variables, ~/.aws files, instance roles
         config = Config(
             s3={"addressing_style": "path"} if self.endpoint_url else {},
@@ -192,11 +196,21 @@ class S3Storage(Storage):
             LOGGER.warning("ignoring an unreadable id object: %s", key)
             return None
 
-    async def open(self, name: Name) -> S3File | None:
+    async def open(self, name: Name) -> StoredFile | None:
+        """Whether the name exists is always asked of the store; the bytes may come from the local cache."""
         entry = await self.stat(name)
         if entry is None:
             return None
-        return S3File(self, self._key(entry.tails_hash), entry.size, entry.mtime, entry.tails_hash)
+        remote = S3File(self, self._key(entry.tails_hash), entry.size, entry.mtime, entry.tails_hash)
+        if self.cache is None:
+            return remote
+        cached = self.cache.open(entry.tails_hash, entry.mtime)
+        if cached is not None and cached.size == entry.size:
+            return cached
+        if cached is not None:
+            await cached.close()
+        self.cache.fill_later(entry.tails_hash, entry.size, lambda: remote.chunks(0, entry.size))
+        return remote
 
     async def stat(self, name: Name) -> Entry | None:
         tails_hash = name if isinstance(name, TailsHash) else await self._pointer(name)
