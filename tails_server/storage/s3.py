@@ -148,8 +148,8 @@ class S3Storage(Storage):
     async def problem(self) -> str | None:
         if problem := self.spool.problem():
             return problem
-        try:
-            await self.client.head_bucket(Bucket=self.bucket)
+        try:  # a listing under our prefix needs no more rights than the server uses anyway (no HeadBucket)
+            await self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except ClientError as exc:
             return f"bucket {self.bucket!r} is not usable: {_code(exc)[1] or exc}"
         except (TimeoutError, BotoCoreError, OSError) as exc:
