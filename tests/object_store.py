@@ -75,8 +75,7 @@ class SeaweedFS:
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}",
         ]
-        self._spawn(args, "mini")
-        self.wait_ready(self.endpoint, timeout)
+        self.wait_ready(self.endpoint, timeout, self._spawn(args, "mini"))
         return self
 
     def add_gateway(self, timeout: float = 60, port: int | None = None) -> str:
@@ -87,7 +86,7 @@ class SeaweedFS:
             weed_binary(), "s3", f"-filer={self.filer}", f"-port={port}", f"-port.grpc={grpc}",
             "-port.iceberg=0", "-port.lance=0", "-ip.bind=127.0.0.1",
         ], f"s3-{port}")
-        self.wait_ready(endpoint, timeout)
+        self.wait_ready(endpoint, timeout, self.gateways[endpoint])
         return endpoint
 
     def _spawn(self, args: list[str], label: str) -> subprocess.Popen:
@@ -96,12 +95,12 @@ class SeaweedFS:
         self.processes.append(proc)
         return proc
 
-    def wait_ready(self, endpoint: str, timeout: float) -> None:
-        """Until the bucket answers through `endpoint` (bounded)."""
+    def wait_ready(self, endpoint: str, timeout: float, proc: subprocess.Popen) -> None:
+        """Until the bucket answers through `endpoint` (bounded); fails early if `proc` or the store dies."""
         client = self.client(endpoint)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(proc.poll() is not None for proc in self.processes):
+            if proc.poll() is not None or self.processes[0].poll() is not None:  # a gateway a test killed is fine
                 raise RuntimeError(f"weed exited: {self.logs()}")
             try:
                 client.head_bucket(Bucket=BUCKET)

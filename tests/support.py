@@ -178,6 +178,18 @@ async def read_response(reader: asyncio.StreamReader, timeout: float = 30, head:
     return status, await asyncio.wait_for(reader.readexactly(length), timeout)
 
 
+async def tiny_window_get(port: int, target: str, extra_headers: str = "") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A GET from a client whose 4 KiB receive buffer makes the server wait on it (the caller reads)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n{extra_headers}\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
 async def raw_request(port: int, method: str, target: str, headers: dict | None = None, body: bytes = b"") -> tuple[int, bytes]:
     """Send a request line exactly as given (no client-side normalisation); return status and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
-from support import random_tails, read_response
+from support import random_tails, read_response, tiny_window_get
 
 
 @pytest.fixture
@@ -160,13 +159,7 @@ async def test_slow_readers_get_every_byte(http, server):
         assert resp.status == 200
 
     async def slow_read(range_header: str, expected: bytes, status: int) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n{range_header}Connection: close\r\n\r\n".encode())
-        await writer.drain()
+        reader, writer = await tiny_window_get(server.port, f"/hash/{h}", range_header + "Connection: close\r\n")
         await asyncio.sleep(0.3)  # the server fills what the socket holds and must wait
         assert await read_response(reader) == (status, expected)
         writer.close()

@@ -98,6 +98,15 @@ def check_stored(views: list[LocalView], made, data: bytes, h: str) -> None:
         assert view.temp_files() == []
 
 
+async def race_rounds(http, instances: list[ServerProcess], ledger, issuer) -> None:
+    """ROUNDS races, each checked against the rules and the stored bytes."""
+    for _round in range(ROUNDS):
+        result, made, (data, h) = await race(http, instances, ledger, issuer)
+        check(result)
+        check_stored([proc.view for proc in instances], made, data, h)
+    assert any(status == 200 for status, _ in result.reads), "readers never caught a published file"
+
+
 @pytest.fixture
 def juicefs(tmp_path):
     if problem := fuse_problem():
@@ -112,11 +121,7 @@ def juicefs(tmp_path):
 
 async def test_three_instances_on_three_juicefs_mounts(juicefs, new_server, tmp_path, http, ledger, issuer):
     instances = [new_server(storage=mount / "tails") for mount in juicefs.mounts]
-    for _round in range(ROUNDS):
-        result, made, (data, h) = await race(http, instances, ledger, issuer)
-        check(result)
-        check_stored([proc.view for proc in instances], made, data, h)
-    assert any(status == 200 for status, _ in result.reads), "readers never caught a published file"
+    await race_rounds(http, instances, ledger, issuer)
 
 
 async def test_three_instances_on_one_s3_bucket_through_two_gateways(seaweed, new_server, tmp_path, http, ledger, issuer):
@@ -126,11 +131,7 @@ async def test_three_instances_on_one_s3_bucket_through_two_gateways(seaweed, ne
         new_server(backend="s3", prefix=prefix, endpoint=gateways[i % 2], storage=tmp_path / f"instance-{i}")
         for i in range(INSTANCES)
     ]
-    for _round in range(ROUNDS):
-        result, made, (data, h) = await race(http, instances, ledger, issuer)
-        check(result)
-        check_stored([proc.view for proc in instances], made, data, h)
-    assert any(status == 200 for status, _ in result.reads), "readers never caught a published file"
+    await race_rounds(http, instances, ledger, issuer)
 
 
 async def test_weed_mount_without_cross_mount_locks_breaks_the_rules(seaweed, new_server, tmp_path, http, ledger, issuer):

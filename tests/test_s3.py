@@ -7,12 +7,11 @@ The API suite itself runs on S3 too (the `backend` fixture); these are the store
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
 from object_store import ACCESS_KEY, AWS_ENV, BUCKET, new_prefix
-from support import free_port, id_upload, random_tails, wait_for
+from support import free_port, id_upload, random_tails, tiny_window_get, wait_for
 
 from tails_server.auth import hash_token
 
@@ -75,12 +74,7 @@ async def test_store_lost_mid_download_cuts_the_connection_short(seaweed, new_se
     proc = new_server("--max-tails-size", "64MiB", backend="s3", endpoint=endpoint)
     data, h = random_tails(200_000)  # 24 MiB: far more than the socket buffers hold
     await expect(http, "PUT", f"{proc.url}/hash/{h}", 200, h, data=data, headers=OCTETS)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", proc.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    reader, writer = await tiny_window_get(proc.port, f"/hash/{h}")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
     assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {len(data)}".encode() in head
     seaweed.gateways[endpoint].kill()
