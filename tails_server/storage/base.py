@@ -27,11 +27,6 @@ Name = TailsHash | RevRegId
 IOV_MAX = 1024
 
 
-def prefix_of(name: Name) -> str:
-    """The listing prefix a name belongs to."""
-    return HASH if isinstance(name, TailsHash) else ID
-
-
 def key_of(name: Name) -> str:
     """The name's path in a backend's layout, e.g. `hash/<tailsHash>`."""
     if isinstance(name, TailsHash):
