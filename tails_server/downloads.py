@@ -39,11 +39,15 @@ class TailsFileResponse(web.StreamResponse):
     def __init__(self, stored: StoredFile) -> None:
         super().__init__()
         self.stored = stored
+        self._attempted = False
 
     async def prepare(self, request: web.BaseRequest):
         """Decide the status from the request's conditions, then send headers and bytes."""
-        if self.prepared:  # aiohttp calls prepare() again on a response a handler prepared
+        # aiohttp calls prepare() again on a response its handler prepared, or tried to before
+        # the connection dropped: the file is closed by then, only the framework's part remains.
+        if self.prepared or self._attempted:
             return await super().prepare(request)
+        self._attempted = True
         try:
             return await self._send(request)
         finally:

@@ -182,6 +182,10 @@ async def test_a_reader_leaving_mid_download_is_no_error(server, http):
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         await reader.read(1000)
         writer.transport.abort()  # RST, mid-body
+    for _ in range(50):  # and before the headers: the request arrives, the client is already gone
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        writer.transport.abort()
     await asyncio.sleep(0.5)
     async with http.get(f"{server.url}/hash/{h}") as resp:
         assert resp.status == 200 and await resp.read() == data
