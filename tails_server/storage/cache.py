@@ -63,6 +63,7 @@ class FileCache:
             if TailsHash.of_digest(sha.digest()) != tails_hash:
                 LOGGER.error("not caching %s: the stored bytes do not match their hash", tails_hash)
                 return
+            await loop.run_in_executor(None, temp.sync)  # a copy that survives a power loss whole, or not at all
             await loop.run_in_executor(None, self._publish, temp, tails_hash)
         except Exception as exc:  # a cache that cannot fill only costs speed
             LOGGER.warning("could not cache %s: %s", tails_hash, exc)
