@@ -59,9 +59,9 @@ def wait_port(port: int, timeout: float = 20) -> None:
 class Proc:
     """A server process we start, measure and stop."""
 
-    def __init__(self, args: list[str], port: int, log: Path) -> None:
+    def __init__(self, args: list[str], port: int, log: Path, env: dict | None = None) -> None:
         self.port = port
-        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         wait_port(port)
 
     def pids(self) -> list[int]:
@@ -86,10 +86,10 @@ class Proc:
             self.proc.kill()
 
 
-def start_tails_server(storage: Path, workers: int, log: Path, *extra: str) -> Proc:
+def start_tails_server(storage: Path, workers: int, log: Path, *extra: str, env: dict | None = None) -> Proc:
     port = free_port()
     args = [sys.executable, "-m", "tails_server", "--port", str(port), "--storage-path", str(storage), "--workers", str(workers), *extra]
-    return Proc(args, port, log)
+    return Proc(args, port, log, env)
 
 
 def start_nginx(root: Path, workdir: Path) -> Proc:

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,6 +40,8 @@ LIST_PAGE = 1000
 POINTER_CACHE = 100_000
 RESOLVE_CONCURRENCY = 16
 CONFLICT_RETRIES = 3
+SEEN_TTL = 5.0  # seconds a cached download trusts that its name still exists
+SEEN_MAX = 100_000
 MISSING = ("NoSuchKey",)  # from GET; a missing bucket is NoSuchBucket, an error
 
 
@@ -113,6 +116,7 @@ class S3Storage(Storage):
         self._exit = contextlib.AsyncExitStack()
         # Pointer objects never change their body, so (key, ETag) → hash is safe to remember.
         self._pointers: OrderedDict[tuple[str, str], TailsHash] = OrderedDict()
+        self._seen: dict[Name, tuple[float, Entry]] = {}  # name -> (trusted until, what the store said)
 
     def describe(self) -> str:
         return f"{self.url} at {self.endpoint_url or 'the default AWS endpoint'}"
@@ -197,13 +201,22 @@ class S3Storage(Storage):
             return None
 
     async def open(self, name: Name) -> StoredFile | None:
-        """Whether the name exists is always asked of the store; the bytes may come from the local cache."""
+        """The bytes may come from the local cache; whether the name exists is asked of the store,
+        at most every SEEN_TTL seconds per name while its copy is cached (deletions are rare)."""
+        if self.cache is not None and (seen := self._seen.get(name)) and seen[0] > time.monotonic():
+            cached = self.cache.open(seen[1].tails_hash, seen[1].mtime)
+            if cached is not None:
+                return cached
         entry = await self.stat(name)
         if entry is None:
+            self._seen.pop(name, None)
             return None
         remote = S3File(self, self._key(entry.tails_hash), entry.size, entry.mtime, entry.tails_hash)
         if self.cache is None:
             return remote
+        if len(self._seen) >= SEEN_MAX:
+            self._seen.clear()
+        self._seen[name] = (time.monotonic() + SEEN_TTL, entry)
         cached = self.cache.open(entry.tails_hash, entry.mtime)
         if cached is not None and cached.size == entry.size:
             return cached
