@@ -106,7 +106,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--storage-path", "Directory for tails files; created on start. With --storage s3://..., it holds only uploads being received.", str(defaults.storage_path))
     option("--storage", "Keep tails files in S3-compatible object storage: s3://BUCKET/PREFIX (credentials and region from the standard AWS variables and files).", None)
     option("--s3-endpoint-url", "S3 endpoint for stores other than AWS, e.g. http://127.0.0.1:8333 (path-style addressing).", None)
-    option("--s3-cache-size", "With S3: local disk kept for verified copies of downloaded files, served with sendfile (0 turns it off), e.g. 1GiB.", defaults.s3_cache_size, type=parse_size)
+    option("--s3-cache-size", "With S3: local disk kept for verified copies of downloaded files, served with sendfile; a deletion made elsewhere reaches them within 5 s (0 turns the cache off), e.g. 1GiB.", defaults.s3_cache_size, type=parse_size)
     option("--log-level", "Logging level.", defaults.log_level, type=str.upper, choices=LOG_LEVELS)
     option("--log-format", "text, or json: one JSON object per line, access lines included.", defaults.log_format, choices=["text", "json"])
     option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))

@@ -204,8 +204,7 @@ class S3Storage(Storage):
         """The bytes may come from the local cache; whether the name exists is asked of the store,
         at most every SEEN_TTL seconds per name while its copy is cached (deletions are rare)."""
         if self.cache is not None and (seen := self._seen.get(name)) and seen[0] > time.monotonic():
-            cached = self.cache.open(seen[1].tails_hash, seen[1].mtime)
-            if cached is not None:
+            if cached := await self._cached(seen[1]):
                 return cached
         entry = await self.stat(name)
         if entry is None:
@@ -217,13 +216,18 @@ class S3Storage(Storage):
         if len(self._seen) >= SEEN_MAX:
             self._seen.clear()
         self._seen[name] = (time.monotonic() + SEEN_TTL, entry)
-        cached = self.cache.open(entry.tails_hash, entry.mtime)
-        if cached is not None and cached.size == entry.size:
+        if cached := await self._cached(entry):
             return cached
-        if cached is not None:
-            await cached.close()
         self.cache.fill_later(entry.tails_hash, entry.size, lambda: remote.chunks(0, entry.size))
         return remote
+
+    async def _cached(self, entry: Entry) -> StoredFile | None:
+        """The local copy of what the store holds under `entry`, if one of the right size exists."""
+        cached = self.cache.open(entry.tails_hash, entry.mtime)
+        if cached is not None and cached.size != entry.size:
+            await cached.close()
+            return None
+        return cached
 
     async def stat(self, name: Name) -> Entry | None:
         tails_hash = name if isinstance(name, TailsHash) else await self._pointer(name)
