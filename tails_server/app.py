@@ -86,10 +86,11 @@ def _detail(exc: TailsError) -> str:
 class TailsRoutes:
     """One handler per route; each parses its path once and delegates."""
 
-    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None = None) -> None:
+    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None = None, stall_timeout: float = 60.0) -> None:
         self.storage = storage
         self.uploads = uploads
         self.admin = admin  # set only with --allow-delete
+        self.stall_timeout = stall_timeout  # a download whose client takes nothing this long is cut off
 
     def table(self) -> list[web.AbstractRouteDef]:
         """Specific prefixes first; everything else is a registry id (which may contain '/')."""
@@ -157,7 +158,7 @@ class TailsRoutes:
         stored = await self.storage.open(name)
         if stored is None:
             raise NotFound("404: Not Found")
-        response = serve(stored)
+        response = serve(stored, self.stall_timeout)
         try:
             await response.prepare(request)
         except ConnectionError:  # the client left, or the store failed mid-body: nothing more to send
@@ -200,7 +201,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/index.json", StoreIndex(storage).handle)
     metrics.install(app, storage, ledger)
     admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
-    app.add_routes(TailsRoutes(storage, uploads, admin).table())
+    app.add_routes(TailsRoutes(storage, uploads, admin, settings.idle_timeout).table())
 
     async def startup(_app: web.Application) -> None:
         # Worker threads hash, write and fsync uploads and wait on locks: enough of them that a

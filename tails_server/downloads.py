@@ -36,9 +36,10 @@ class TailsFileResponse(web.StreamResponse):
     # As web.Response does: headers wait for the first body bytes and leave in the same write.
     _send_headers_immediately = False
 
-    def __init__(self, stored: StoredFile) -> None:
+    def __init__(self, stored: StoredFile, stall_timeout: float = 60.0) -> None:
         super().__init__()
         self.stored = stored
+        self.stall_timeout = stall_timeout
         self._attempted = False
 
     async def prepare(self, request: web.BaseRequest):
@@ -106,9 +107,9 @@ class TailsFileResponse(web.StreamResponse):
             first = await anext(chunks, b"")
             writer = await super().prepare(request)
             try:
-                await writer.write(first)
+                await self._write(request, writer, first)
                 async for chunk in chunks:
-                    await writer.write(chunk)
+                    await self._write(request, writer, chunk)
             except (asyncio.CancelledError, ConnectionError):
                 raise
             except Exception as exc:
@@ -128,7 +129,7 @@ class TailsFileResponse(web.StreamResponse):
         return await super().prepare(request)
 
     async def _sendfile(self, request: web.BaseRequest, writer, offset: int, count: int) -> None:
-        """The kernel copies file to socket; loops without native sendfile get chunked writes."""
+        """The kernel copies file to socket; TLS connections and loops without sendfile get chunked writes."""
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("Connection lost")
@@ -136,18 +137,32 @@ class TailsFileResponse(web.StreamResponse):
         if count <= SMALL_BODY:
             await writer.write(os.pread(file.fileno(), count, offset))
             return
-        writer.send_headers()  # sendfile bypasses the writer: the headers must go first
-        sent = _sendfile_now(transport, file, offset, count)
-        offset, count = offset + sent, count - sent
-        if not count:
-            return
-        try:
-            await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
-            return
-        except (NotImplementedError, asyncio.SendfileNotAvailableError):
-            pass
+        sock = _plain_socket(transport)
+        if sock is not None:
+            writer.send_headers()  # sendfile bypasses the writer: the headers must go first
+            if not transport.get_write_buffer_size():
+                try:
+                    await _kernel_copy(sock.fileno(), file.fileno(), offset, count, self.stall_timeout)
+                except BaseException:  # the body is cut short: the connection must not carry another response
+                    transport.abort()
+                    raise
+                return
+            # Headers still queued (rare): the event loop's sendfile waits for them to leave.
+            with contextlib.suppress(NotImplementedError, asyncio.SendfileNotAvailableError):
+                await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
+                return
         async for chunk in self.stored.chunks(offset, count):
-            await writer.write(chunk)
+            await self._write(request, writer, chunk)
+
+    async def _write(self, request: web.BaseRequest, writer, chunk: bytes) -> None:
+        """One piece of the body; a client that takes nothing for stall_timeout s is cut off."""
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                await writer.write(chunk)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(f"client read nothing for {self.stall_timeout:g} s") from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -156,19 +171,75 @@ def _http_date(timestamp: int) -> str:
     return formatdate(timestamp, usegmt=True)
 
 
-def _sendfile_now(transport: asyncio.Transport, file, offset: int, count: int) -> int:
-    """One immediate sendfile() on the socket, when nothing is queued before it; bytes sent.
+def _plain_socket(transport: asyncio.Transport) -> socket.socket | None:
+    """The TCP socket under a plaintext transport; None under TLS, where bytes must be encrypted."""
+    if transport.get_extra_info("sslcontext") is not None or not hasattr(os, "sendfile"):
+        return None
+    return transport.get_extra_info("socket")
 
-    Most responses fit the socket buffer at once: they skip the event loop's sendfile
-    set-up (flush waiter, pause reading, writer registration), which costs more than the call.
+
+async def _kernel_copy(sock_fd: int, file_fd: int, offset: int, count: int, stall_timeout: float) -> None:
+    """Send `count` file bytes with sendfile(), waiting for room in the socket between calls.
+
+    Most responses fit the socket buffer and leave in the first call. For the rest, one writer
+    callback stays registered until the end, on a duplicate descriptor: the event loop's own
+    sendfile re-registers after every call and pauses reading, which costs more CPU than the
+    copy itself on loopback, and a duplicate is never reused by another connection even if
+    this one is closed meanwhile. A client that takes nothing for `stall_timeout` s is cut off.
     """
-    sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_write_buffer_size() or not hasattr(os, "sendfile"):
-        return 0
+    sent = _sendfile_once(sock_fd, file_fd, offset, count)
+    if sent == count:
+        return
+    offset, count = offset + sent, count - sent
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    fd = os.dup(sock_fd)
+    checked_at = -1
+
+    def on_writable() -> None:
+        nonlocal offset, count
+        if done.done():
+            return
+        try:
+            sent = _sendfile_once(fd, file_fd, offset, count)
+        except ConnectionError as exc:
+            done.set_exception(exc)
+            return
+        offset, count = offset + sent, count - sent
+        if not count:
+            done.set_result(None)
+
+    def check_progress() -> None:
+        nonlocal checked_at, timer
+        if done.done():
+            return
+        if offset == checked_at:
+            done.set_exception(ConnectionResetError(f"client read nothing for {stall_timeout:g} s"))
+            return
+        checked_at = offset
+        timer = loop.call_later(stall_timeout, check_progress)
+
+    timer = loop.call_later(stall_timeout, check_progress)
     try:
-        return os.sendfile(sock.fileno(), file.fileno(), offset, count)
+        loop.add_writer(fd, on_writable)
+        await done
+    finally:
+        timer.cancel()
+        loop.remove_writer(fd)
+        os.close(fd)
+
+
+def _sendfile_once(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+    """One non-blocking sendfile(): bytes sent, 0 if the socket is full; errors end the response."""
+    try:
+        sent = os.sendfile(sock_fd, file_fd, offset, count)
     except (BlockingIOError, InterruptedError):
         return 0
+    except OSError as exc:
+        raise ConnectionResetError(f"sendfile failed: {exc.strerror}") from None
+    if not sent:  # end of file before `count`: the stored file is shorter than announced
+        raise ConnectionResetError("stored file ended early")
+    return sent
 
 
 @contextlib.contextmanager
@@ -188,9 +259,9 @@ def _corked(transport: asyncio.Transport | None) -> Iterator[None]:
             sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
-def serve(stored: StoredFile) -> web.StreamResponse:
-    """The response for GET/HEAD of a stored file."""
-    return TailsFileResponse(stored)
+def serve(stored: StoredFile, stall_timeout: float = 60.0) -> web.StreamResponse:
+    """The response for GET/HEAD of a stored file; a client reading nothing for `stall_timeout` s is cut off."""
+    return TailsFileResponse(stored, stall_timeout)
 
 
 def _requested_range(request: web.BaseRequest, tag: str, mtime: float) -> slice | None:

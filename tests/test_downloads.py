@@ -190,3 +190,47 @@ async def test_a_reader_leaving_mid_download_is_no_error(server, http):
     async with http.get(f"{server.url}/hash/{h}") as resp:
         assert resp.status == 200 and await resp.read() == data
     assert "Error handling request" not in server.log() and "Traceback" not in server.log()
+
+
+async def _read_for(reader: asyncio.StreamReader, seconds: float, every: float = 0.0, piece: int = 1 << 30) -> int:
+    """Bytes read until EOF or `seconds`; with `every`, at most `piece` bytes per `every` seconds."""
+    got, deadline = 0, asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            chunk = await asyncio.wait_for(reader.read(piece), left)
+        except (TimeoutError, ConnectionError):
+            break
+        if not chunk:
+            break
+        got += len(chunk)
+        if every:
+            await asyncio.sleep(every)
+    return got
+
+
+async def test_a_client_that_stops_reading_is_cut_off(new_server, http):
+    """--idle-timeout also bounds a download that makes no progress: the server closes it, then goes on."""
+    proc = new_server("--idle-timeout", "0.5")
+    data, h = random_tails(60000)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+    for extra in ("", "Range: bytes=1000-\r\n"):
+        reader, writer = await tiny_window_get(proc.port, f"/hash/{h}", extra)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 20")
+        await asyncio.sleep(2.5)  # read nothing: cut off within two timeouts
+        started = asyncio.get_running_loop().time()
+        received = await _read_for(reader, 20)
+        assert received < len(data) - 1000, "the stalled download was not cut off"
+        assert asyncio.get_running_loop().time() - started < 10, "the connection stayed open after the cut"
+        writer.close()
+    # A reader that is slow but keeps taking bytes is never cut off (pauses of 0.2 s, timeout 0.5 s).
+    small, small_hash = random_tails(8192)
+    async with http.put(f"{proc.url}/hash/{small_hash}", data=small, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+    reader, writer = await tiny_window_get(proc.port, f"/hash/{small_hash}", "Connection: close\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and await _read_for(reader, 30, every=0.2, piece=128 * 1024) == len(small)
+    writer.close()
+    async with http.get(f"{proc.url}/hash/{h}") as resp:
+        assert resp.status == 200 and await resp.read() == data
+    assert "Traceback" not in proc.log()

@@ -24,11 +24,12 @@ def tls_files(tmp_path):
     return chain, key, client
 
 
-async def test_https_upload_and_download(new_server, tls_files):
+@pytest.mark.parametrize("records", [100, 20000])  # 12.5 KiB: one write; 2.4 MiB: never sendfile under TLS
+async def test_https_upload_and_download(new_server, tls_files, records):
     chain, key, client = tls_files
     proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), ssl_context=client)
     assert proc.url.startswith("https://")
-    data, h = random_tails(100)
+    data, h = random_tails(records)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as https:
         async with https.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
             assert (resp.status, await resp.text()) == (200, h)
@@ -49,3 +50,4 @@ def test_tls_options_are_checked_at_start(tmp_path, tls_files):
                  ["--tls-cert", str(key), "--tls-key", str(chain)]):
         result = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and "tls" in result.stderr.lower(), args
+
