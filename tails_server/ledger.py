@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import indy_vdr
 from indy_vdr import VdrError, VdrErrorCode
-from indy_vdr.bindings import pool_create
+from indy_vdr.bindings import pool_create, pool_submit_request
 from indy_vdr.ledger import build_get_revoc_reg_def_request
 from indy_vdr.pool import Pool
 
@@ -42,6 +42,8 @@ class LedgerClient:
         self._pools: OrderedDict[str, _CachedPool] = OrderedDict()
         self._opening: dict[str, asyncio.Task[Pool]] = {}
         self._closing: set[asyncio.Future] = set()
+        self._in_flight: dict[Pool, int] = {}  # requests indy-vdr has not finished, per pool
+        self._retired: set[Pool] = set()  # out of the cache, closed once their requests finish
         self.on_pools_changed: Callable[[int], None] = lambda _count: None  # e.g. a metrics gauge
 
     @staticmethod
@@ -54,6 +56,11 @@ class LedgerClient:
     def cached_pools(self) -> int:
         """Open pools held for reuse."""
         return len(self._pools)
+
+    def is_open(self, genesis: Genesis) -> bool:
+        """A lookup on this ledger would start at once: its pool is open and not due for renewal."""
+        cached = self._pools.get(genesis.key)
+        return cached is not None and time.monotonic() - cached.opened < self.pool_ttl
 
     async def tails_hash(self, genesis: Genesis, rev_reg_id: RevRegId) -> TailsHash:
         """The ledger's tailsHash for the registry; 404 if absent, 503 if the ledger fails us."""
@@ -81,7 +88,7 @@ class LedgerClient:
         except VdrError as exc:
             raise BadRequest(f"Revocation registry ID is not valid: {rev_reg_id}.") from exc
         try:
-            reply = await pool.submit_request(request)
+            reply = await self._submit(pool, request)
         except VdrError as exc:
             self._drop(key)
             raise _ledger_error(exc) from None
@@ -95,6 +102,29 @@ class LedgerClient:
             except ValueError:
                 raise LedgerUnavailable("Ledger returned a malformed definition.") from None
         return data or None
+
+    async def _submit(self, pool: Pool, request) -> dict:
+        """Send one request; its pool stays open until indy-vdr has finished with it.
+
+        Closing a pool waits for its requests in flight and meanwhile blocks requests on every
+        other pool (seconds, for a silent ledger). So a request whose lookup was cancelled or
+        timed out is left to finish, and a pool dropped from the cache is closed after it.
+        """
+        sent = pool_submit_request(pool.handle, request.handle)
+        request.handle = None  # indy-vdr owns and frees it now
+        self._in_flight[pool] = self._in_flight.get(pool, 0) + 1
+        sent.add_done_callback(lambda done, used=pool: self._finished(used, done))
+        return json.loads(await asyncio.shield(sent))["result"]
+
+    def _finished(self, pool: Pool, done: asyncio.Future) -> None:
+        if not done.cancelled():
+            done.exception()  # seen here, whether or not a lookup still waits for it
+        self._in_flight[pool] -= 1
+        if not self._in_flight[pool]:
+            del self._in_flight[pool]
+            if pool in self._retired:
+                self._retired.discard(pool)
+                self._close_later(pool)
 
     async def _pool(self, genesis: Genesis) -> Pool:
         """A cached pool for this genesis, opening it once even under concurrent requests."""
@@ -149,7 +179,10 @@ class LedgerClient:
             self.on_pools_changed(len(self._pools))
 
     def _close_later(self, pool: Pool) -> None:
-        """Pool.close() can block for seconds: run it on a worker thread."""
+        """Close on a worker thread, once no request of ours is in flight on the pool."""
+        if self._in_flight.get(pool):
+            self._retired.add(pool)
+            return
         future = asyncio.get_running_loop().run_in_executor(None, pool.close)
         self._closing.add(future)
         future.add_done_callback(self._closing.discard)
@@ -158,6 +191,10 @@ class LedgerClient:
         """Close every pool (on shutdown)."""
         for key in list(self._pools):
             self._drop(key)
+        for pool in self._retired:  # shutting down: no more waiting for their requests
+            self._in_flight.pop(pool, None)
+            self._close_later(pool)
+        self._retired.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 

@@ -108,6 +108,7 @@ class Uploads:
         self.trusted = trusted or TrustedLedgers({})
         self.max_uploads = max_uploads
         self.active = 0
+        self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
         """multipart: `genesis` first, then `tails`; the file must match the ledger's tailsHash.
@@ -115,34 +116,65 @@ class Uploads:
         A did:indy id of a trusted ledger may send `tails` alone.
         """
         body = MultipartBody(request, self.read_timeout)
-        part = await body.next_part()
-        without_genesis = part is not None and part.name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
-        if part is None or (part.name != "genesis" and not without_genesis):
-            raise BadRequest(FIRST_NOT_GENESIS)
         # Refuse early, before the ledger and before the tails bytes.
         if await self.storage.stat(rev_reg_id) is not None:
             raise Conflict(ALREADY_STORED)
-        uploaded = None if without_genesis else Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
-        genesis = self.trusted.choose(rev_reg_id, uploaded)
-        # The ledger lookup runs while the tails bytes arrive: a 404 or 503 still stops the
-        # upload as soon as it is known, and an accepted upload does not wait for both in turn.
-        lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
-        started = time.perf_counter()
-        lookup.add_done_callback(lambda _done: LEDGER_LATENCY.observe(time.perf_counter() - started))
+        early = self._early_lookup(rev_reg_id)
+        lookup = None
+        if early is not None:
+            await asyncio.sleep(0)  # let it send its request now, not when this handler next waits
         try:
+            part = await body.next_part()
+            without_genesis = part is not None and part.name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
+            if part is None or (part.name != "genesis" and not without_genesis):
+                raise BadRequest(FIRST_NOT_GENESIS)
+            uploaded = None if without_genesis else Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
+            genesis = self.trusted.choose(rev_reg_id, uploaded)
+            self._ledgers = (self._ledgers[1], genesis)
+            # The ledger lookup runs while the tails bytes arrive: a 404 or 503 still stops the
+            # upload as soon as it is known, and an accepted upload does not wait for both in turn.
+            if early is not None and early[0] == genesis.key:
+                lookup, early = early[1], None
+            else:
+                if early is not None:  # another ledger: its answer means nothing here
+                    early[1].cancel()
+                lookup = self._lookup(genesis, rev_reg_id)
             if not without_genesis:
                 part = await body.next_part()
                 if part is None or part.name != "tails":
                     raise BadRequest(SECOND_NOT_TAILS)
-            return await self._receive_and_commit(
-                body.chunks(part),
-                lookup,
-                rev_reg_id,
-            )
+            return await self._receive_and_commit(body.chunks(part), lookup, rev_reg_id)
         finally:
-            if not lookup.done():
-                lookup.cancel()
-            lookup.add_done_callback(_consume_outcome)
+            for pending in (early and early[1], lookup):
+                if pending is not None:
+                    if not pending.done():
+                        pending.cancel()
+                    pending.add_done_callback(_consume_outcome)
+
+    def _lookup(self, genesis: Genesis, rev_reg_id: RevRegId) -> asyncio.Future[TailsHash]:
+        """Start the registry's lookup on the ledger, timed for the metrics."""
+        lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
+        started = time.perf_counter()
+        lookup.add_done_callback(lambda _done: LEDGER_LATENCY.observe(time.perf_counter() - started))
+        return lookup
+
+    def _early_lookup(self, rev_reg_id: RevRegId) -> tuple[str, asyncio.Future[TailsHash]] | None:
+        """A lookup started before the genesis part is read, on the ledger the id most likely names.
+
+        That is the trusted ledger of a did:indy id, else the ledger of the last two uploads if
+        they named the same one, while its pool is open. It is a read of public data, kept only
+        if the genesis then names that same ledger: most issuers upload every registry to one
+        ledger, and the lookup then overlaps the whole upload instead of following the genesis
+        part. Uploads that alternate between ledgers, or a flood of new ones, start none.
+        """
+        namespace = rev_reg_id.namespace
+        genesis = self.trusted.by_name.get(namespace) if namespace else None
+        before, last = self._ledgers
+        if genesis is None and before is not None and last is not None and before.key == last.key:
+            genesis = last
+        if genesis is None or not self.ledger.is_open(genesis):
+            return None
+        return genesis.key, self._lookup(genesis, rev_reg_id)
 
     async def put_by_hash(self, request: web.Request, tails_hash: TailsHash) -> TailsHash:
         """The first multipart part (any name, as the reference) or a raw body (`curl -T`)."""
