@@ -6,61 +6,21 @@ Runs only when TAILS_TEST_GENESIS names the ledger's genesis file (steward seed
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
-import uuid
 from pathlib import Path
 
 import indy_vdr
-import nacl.signing
 import pytest
-from indy_vdr import ledger as requests
-from registries import Issuer, Registry, did_and_verkey
+from registries import LedgerWriter
 from support import id_upload, tails_hash
 
 GENESIS = os.environ.get("TAILS_TEST_GENESIS")
-STEWARD_SEED = "000000000000000000000000Steward1"
 
 pytestmark = [
     pytest.mark.real_ledger,
     pytest.mark.skipif(not GENESIS, reason="set TAILS_TEST_GENESIS to a real ledger's genesis file to run"),
 ]
-
-
-def signed(request, seed: str):
-    request.set_signature(nacl.signing.SigningKey(seed.encode()).sign(request.signature_input).signature)
-    return request
-
-
-class LedgerWriter:
-    """Puts an issuer, a schema, a revocable cred def and registries on the real ledger."""
-
-    def __init__(self, pool: indy_vdr.Pool, tails_dir: Path) -> None:
-        self.pool = pool
-        self.tails_dir = tails_dir
-
-    async def issuer(self) -> Issuer:
-        steward_did, _ = did_and_verkey(STEWARD_SEED)
-        seed = uuid.uuid4().hex[:32]
-        did, verkey = did_and_verkey(seed)
-        await self.pool.submit_request(signed(requests.build_nym_request(steward_did, did, verkey=verkey, role="ENDORSER"), STEWARD_SEED))
-        issuer = Issuer(seed, self.tails_dir, schema_version=f"{int(time.time())}.{uuid.uuid4().int % 1000}")
-        reply = await self.pool.submit_request(signed(requests.build_schema_request(did, issuer.schema_for_ledger()), seed))
-        issuer.define_cred_def(reply["txnMetadata"]["seqNo"])
-        await self.pool.submit_request(signed(requests.build_cred_def_request(did, issuer.cred_def), seed))
-        return issuer
-
-    async def registry(self, issuer: Issuer, max_cred_num: int) -> Registry:
-        made = issuer.create_new(max_cred_num, uuid.uuid4().hex[:12])
-        await self.pool.submit_request(signed(requests.build_revoc_reg_def_request(issuer.did, made.definition), issuer.seed))
-        for _ in range(50):  # a fresh write may not be on every node yet: poll, bounded
-            reply = await self.pool.submit_request(requests.build_get_revoc_reg_def_request(None, made.id))
-            if reply.get("data"):
-                return made
-            await asyncio.sleep(0.2)
-        raise AssertionError("the registry never became readable")
 
 
 @pytest.fixture(scope="module")
