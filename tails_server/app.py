@@ -52,8 +52,10 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         exc.headers.update(tag)
         raise
-    except (asyncio.CancelledError, ConnectionError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionError:  # the client left mid-request: routine, and no one to answer (nginx's 499)
+        return web.Response(status=499, reason="Client Closed Request", headers=tag)
     except Exception:
         LOGGER.exception("unexpected error on %s %s", request.method, request.path)
         return web.Response(status=500, text="Internal server error.", headers=tag)

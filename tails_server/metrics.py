@@ -31,7 +31,7 @@ POOLS = Gauge("tails_ledger_pools_cached", "Open ledger pools kept for reuse.", 
 FREE = Gauge("tails_storage_free_bytes", "Free space on the storage filesystem.", multiprocess_mode="max")
 
 ERROR = "tails_error"  # the error middleware leaves a request's TailsError here
-OUTCOMES = ("stored", "duplicate", "hash_mismatch", "not_on_ledger", "ledger_error", "refused")
+OUTCOMES = ("stored", "duplicate", "hash_mismatch", "not_on_ledger", "ledger_error", "refused", "abandoned")
 
 
 def upload_outcome(status: int, error: Exception | None) -> str:
@@ -42,6 +42,8 @@ def upload_outcome(status: int, error: Exception | None) -> str:
         return "duplicate"
     if status == 404:
         return "not_on_ledger"
+    if status == 499:  # the uploader hung up
+        return "abandoned"
     if isinstance(error, LedgerUnavailable):
         return "ledger_error"
     if isinstance(error, TailsError) and error.reason == "tailsHash does not match hash of file.":

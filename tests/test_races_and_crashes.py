@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import quote
 
 from support import SlowUpload, encode_multipart, id_upload, random_tails, raw_request, tails_hash, wait_for
@@ -109,7 +110,9 @@ async def test_live_temp_files_of_another_server_survive_its_start(new_server, t
 
 
 async def test_client_disconnect_mid_upload_leaves_no_temp_file(server, http):
+    """An uploader that hangs up is routine: no temp file, no traceback, logged as 499."""
     data, h = random_tails(4096)
+    log_start = len(server.log())
     upload = SlowUpload(server.port, f"/hash/{h}", data, "application/octet-stream")
     await upload.send_first_half()
     tmp = server.storage / ".tmp"
@@ -117,6 +120,12 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(server, http):
     upload.abandon()
     await wait_for(lambda: not any(tmp.iterdir()))
     assert server.view.file(h) is None
+    await wait_for(lambda: f"/hash/{h}" in server.log()[log_start:])  # access lines come in batches
+    log = server.log()[log_start:]
+    assert f'"PUT /hash/{h}" 499 ' in log and "Traceback" not in log and "Error handling request" not in log
+    async with http.get(f"{server.url}/metrics") as resp:
+        counts = re.findall(r'^tails_uploads_total\{outcome="abandoned"\} ([0-9.]+)$', await resp.text(), re.M)
+    assert counts and float(counts[0]) >= 1
 
 
 async def test_storage_failure_is_503_and_server_recovers(new_server, http):
