@@ -106,9 +106,9 @@ class LedgerClient:
     async def _submit(self, pool: Pool, request) -> dict:
         """Send one request; its pool stays open until indy-vdr has finished with it.
 
-        Closing a pool waits for its requests in flight and meanwhile blocks requests on every
-        other pool (seconds, for a silent ledger). So a request whose lookup was cancelled or
-        timed out is left to finish, and a pool dropped from the cache is closed after it.
+        Closing a pool waits for its requests in flight and meanwhile holds up requests on other
+        pools (in a direct trial with a vanished ledger, a read on another pool waited 6 s). So a
+        request whose lookup was cancelled is left to finish, and its pool is closed after it.
         """
         sent = pool_submit_request(pool.handle, request.handle)
         request.handle = None  # indy-vdr owns and frees it now

@@ -121,9 +121,9 @@ class Uploads:
             raise Conflict(ALREADY_STORED)
         early = self._early_lookup(rev_reg_id)
         lookup = None
-        if early is not None:
-            await asyncio.sleep(0)  # let it send its request now, not when this handler next waits
         try:
+            if early is not None:
+                await asyncio.sleep(0)  # let it send its request now, not when this handler next waits
             part = await body.next_part()
             without_genesis = part is not None and part.name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
             if part is None or (part.name != "genesis" and not without_genesis):
@@ -155,7 +155,7 @@ class Uploads:
         """Start the registry's lookup on the ledger, timed for the metrics."""
         lookup = asyncio.ensure_future(self.ledger.tails_hash(genesis, rev_reg_id))
         started = time.perf_counter()
-        lookup.add_done_callback(lambda _done: LEDGER_LATENCY.observe(time.perf_counter() - started))
+        lookup.add_done_callback(lambda done: done.cancelled() or LEDGER_LATENCY.observe(time.perf_counter() - started))
         return lookup
 
     def _early_lookup(self, rev_reg_id: RevRegId) -> tuple[str, asyncio.Future[TailsHash]] | None:
