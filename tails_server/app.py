@@ -88,7 +88,7 @@ def _detail(exc: TailsError) -> str:
 class TailsRoutes:
     """One handler per route; each parses its path once and delegates."""
 
-    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None = None, stall_timeout: float = 60.0) -> None:
+    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None, stall_timeout: float) -> None:
         self.storage = storage
         self.uploads = uploads
         self.admin = admin  # set only with --allow-delete

@@ -40,7 +40,7 @@ class TailsFileResponse(web.StreamResponse):
     # As web.Response does: headers wait for the first body bytes and leave in the same write.
     _send_headers_immediately = False
 
-    def __init__(self, stored: StoredFile, stall_timeout: float = 60.0) -> None:
+    def __init__(self, stored: StoredFile, stall_timeout: float) -> None:
         super().__init__()
         self.stored = stored
         self.stall_timeout = stall_timeout
@@ -262,7 +262,7 @@ def _corked(transport: asyncio.Transport | None) -> Iterator[None]:
             sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
-def serve(stored: StoredFile, stall_timeout: float = 60.0) -> web.StreamResponse:
+def serve(stored: StoredFile, stall_timeout: float) -> web.StreamResponse:
     """The response for GET/HEAD of a stored file; a client reading nothing for `stall_timeout` s is cut off."""
     return TailsFileResponse(stored, stall_timeout)
 
