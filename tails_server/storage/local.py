@@ -219,12 +219,16 @@ class LocalStorage(Storage):
         POSIX locks belong to a process, so an asyncio.Lock keeps coroutines of one process
         apart while the file lock keeps processes and hosts apart.
         """
-        stripe = zlib.crc32(name.encode()) % LOCK_STRIPES
+        stripe = _stripe(name)
         async with self._locks[stripe]:
-            return await asyncio.get_running_loop().run_in_executor(None, self._with_file_lock, stripe, action, args)
+            return await asyncio.get_running_loop().run_in_executor(None, self._with_file_lock, name, action, args)
 
-    def _with_file_lock(self, stripe: int, action, args: tuple) -> bool:
-        lock_path = self.root / LOCK_DIR / f"{stripe:02x}.lock"
+    def lock_file(self, name: str) -> Path:
+        """The file whose flock() guards `name` across processes and hosts."""
+        return self.root / LOCK_DIR / f"{_stripe(name):02x}.lock"
+
+    def _with_file_lock(self, name: str, action, args: tuple) -> bool:
+        lock_path = self.lock_file(name)
         # Non-blocking tries with a short poll, so a stuck holder elsewhere cannot pin this thread forever.
         lock = portalocker.Lock(
             lock_path, mode="a", timeout=self.lock_timeout, check_interval=0.01,
@@ -273,6 +277,10 @@ class LocalStorage(Storage):
         if created:
             _fsync_dir(link.parent)
         return created
+
+
+def _stripe(name: str) -> int:
+    return zlib.crc32(name.encode()) % LOCK_STRIPES
 
 
 def _link_new(source: Path, name: Path) -> bool:
