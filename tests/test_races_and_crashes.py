@@ -6,7 +6,8 @@ import asyncio
 import re
 from urllib.parse import quote
 
-from support import SlowUpload, encode_multipart, id_upload, random_tails, raw_request, tails_hash, wait_for
+from ledger_double import SILENT_READS
+from support import SlowUpload, encode_multipart, id_upload, random_tails, raw_request, read_response, tails_hash, wait_for
 
 UPLOADERS = 8
 
@@ -176,6 +177,39 @@ async def test_stalled_upload_is_cut_off_with_408(new_server, ledger, issuer, ht
         assert status == 408 and b"No request data for 1 s" in text
     await wait_for(lambda: not any((proc.storage / ".tmp").iterdir()))
     assert list((proc.storage / "hash").iterdir()) == []
+
+
+async def test_upload_stalled_while_the_ledger_is_silent_gets_408(new_server, ledger, issuer):
+    """The body's clock runs while the lookup is pending too (the read then has a task of its own)."""
+    ledger.set_modes(SILENT_READS)
+    proc = new_server("--read-timeout", "1", "--ledger-timeout", "10")
+    made = issuer.registry(1000)
+    ledger.publish(made.definition)
+    multipart, ctype = encode_multipart([("genesis", ledger.genesis_text.encode()), ("tails", made.tails)])
+    stalled = SlowUpload(proc.port, made.path, multipart, ctype)
+    await stalled.send_first_half()
+    status, text = await stalled.response()
+    stalled.abandon()
+    assert status == 408 and b"No request data for 1 s" in text, (status, text)
+    await wait_for(lambda: not any((proc.storage / ".tmp").iterdir()))
+
+
+async def test_upload_trickling_in_below_the_read_timeout_is_not_cut_off(new_server):
+    """--read-timeout bounds each wait for bytes, not the whole body: a slow, steady client is served."""
+    proc = new_server("--read-timeout", "1")
+    data, h = random_tails(4096)
+    pieces = 8  # 0.3 s apart: the body takes over twice the timeout
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
+    step = -(-len(data) // pieces)
+    for start in range(0, len(data), step):
+        writer.write(data[start:start + step])
+        await writer.drain()
+        await asyncio.sleep(0.3)
+    status, body = await read_response(reader)
+    writer.close()
+    assert (status, body) == (200, h.encode())
+    assert proc.view.file(h) == data
 
 
 async def test_uploads_past_max_uploads_get_503_and_the_rest_go_on(new_server, http):

@@ -1,0 +1,113 @@
+"""The least a Python server can do per upload with tails-server's durability: the upload reference.
+
+    python bench/lean_receiver.py PORT ROOT [PROCESSES]
+
+Takes `PUT /hash/<hash>` with a Content-Length body: one blocking thread per connection receives
+the body, hashes it with sha256 and writes it to a temp file in 1 MiB batches, fdatasyncs it,
+link()s it to ROOT/hash/<hash>, fsyncs the directory and answers 200 with the hash, or 400 on a
+mismatch, 409 if stored. No event loop, no HTTP framework, no checks beyond that: nginx is the
+reference for downloads, this is the one for uploads (nginx has no hashing upload path).
+Benchmark use only: it trusts its client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+
+import base58
+
+BATCH = 1 << 20
+
+
+def handle(conn: socket.socket, root: str) -> None:
+    with conn:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = conn.recv(65536)
+            if not piece:
+                return
+            head += piece
+        head, body = head.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        expected = lines[0].split(b" ")[1].rsplit(b"/", 1)[-1].decode()
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        sha = hashlib.sha256()
+        fd, temp = tempfile.mkstemp(dir=f"{root}/.tmp")
+        try:
+            received, pieces, batched = len(body), [body], len(body)
+            while received < length:
+                piece = conn.recv(262144)
+                if not piece:
+                    return
+                received += len(piece)
+                batched += len(piece)
+                pieces.append(piece)
+                if batched >= BATCH or received >= length:
+                    for p in pieces:
+                        sha.update(p)
+                    os.writev(fd, pieces)
+                    pieces, batched = [], 0
+            os.fdatasync(fd)
+            actual = base58.b58encode(sha.digest()).decode()
+            status = b"400 Bad Request"
+            if actual == expected:
+                try:
+                    os.link(temp, f"{root}/hash/{actual}")
+                    directory = os.open(f"{root}/hash", os.O_RDONLY | os.O_DIRECTORY)
+                    os.fsync(directory)
+                    os.close(directory)
+                    status = b"200 OK"
+                except FileExistsError:
+                    status = b"409 Conflict"
+        finally:
+            os.close(fd)
+            os.unlink(temp)
+        reply = actual.encode()
+        conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(reply), reply))
+
+
+def serve(port: int, root: str) -> None:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    while True:
+        conn, _ = listener.accept()
+        # Kernel timeouts keep the socket blocking (no poll() before every recv) and a stuck
+        # client ends its own thread, never the benchmark.
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            conn.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", 60, 0))
+        threading.Thread(target=handle, args=(conn, root), daemon=True).start()
+
+
+def main() -> None:
+    port, root = int(sys.argv[1]), sys.argv[2]
+    processes = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    for sub in ("hash", ".tmp"):
+        os.makedirs(f"{root}/{sub}", exist_ok=True)
+    children = []
+    for _ in range(processes - 1):  # as many processes as tails-server has workers, on one port
+        pid = os.fork()
+        if pid == 0:
+            children = []
+            break
+        children.append(pid)
+
+    def stop(_signum, _frame) -> None:
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    serve(port, root)
+
+
+if __name__ == "__main__":
+    main()
