@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, RequestTimeout, Unavailable
@@ -18,6 +19,7 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
+from .parts import LastPart
 from .storage import Name, Storage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
@@ -105,8 +107,10 @@ class MultipartBody:
         if not request.content_type.startswith("multipart/"):
             raise BadRequest(NOT_MULTIPART)
         self.clock = StallClock(read_timeout)
+        self._content = request.content
         with malformed_body_is_bad_request():
             self._reader = MultipartReader(request.headers, request.content)
+            self._boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters["boundary"].encode()
 
     async def next_part(self) -> BodyPartReader | None:
         """The next plain part (a nested multipart counts as none)."""
@@ -122,6 +126,15 @@ class MultipartBody:
                 return await self.clock.read(part.read_chunk(size))
 
         return read_chunk
+
+    def last_chunks(self, part: BodyPartReader) -> ReadChunk:
+        """The bytes of the last part an upload reads, without aiohttp's copies (see parts.py).
+
+        A part with its own Content-Length or a transfer encoding keeps aiohttp's reader.
+        """
+        if hdrs.CONTENT_LENGTH in part.headers or hdrs.CONTENT_TRANSFER_ENCODING in part.headers:
+            return self.chunks(part)
+        return LastPart(self._content, self._boundary, self.clock.read).read_chunk
 
 
 class Uploads:
@@ -182,7 +195,7 @@ class Uploads:
                 part = await body.next_part()
                 if part is None or part.name != "tails":
                     raise BadRequest(SECOND_NOT_TAILS)
-            return await self._receive_and_commit(body.chunks(part), lookup, rev_reg_id)
+            return await self._receive_and_commit(body.last_chunks(part), lookup, rev_reg_id)
         finally:
             for pending in (early and early[1], lookup):
                 if pending is not None:
@@ -224,7 +237,7 @@ class Uploads:
             part = await body.next_part()
             if part is None:
                 raise BadRequest("Expected one part holding the tails file.")
-            read_chunk = body.chunks(part)
+            read_chunk = body.last_chunks(part)
         else:
             read_chunk = _raw_body(request, self.read_timeout)
         known: asyncio.Future[TailsHash] = asyncio.get_running_loop().create_future()
