@@ -37,8 +37,10 @@ class LastPart:
     async def read_chunk(self, _size: int = 0) -> Buffer:
         """The next piece of content, b"" after the last."""
         while not self._ready and not self._done:
-            chunk, _ = await self._read(self._content.readchunk())
+            chunk, end_of_http_chunk = await self._read(self._content.readchunk())
             if not chunk:
+                if end_of_http_chunk:  # an empty chunk of a chunked body, not its end
+                    continue
                 raise BadRequest(NO_CLOSING_BOUNDARY)
             self._scan(chunk)
         return self._ready.popleft() if self._ready else b""

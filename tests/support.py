@@ -202,6 +202,20 @@ async def raw_request(port: int, method: str, target: str, headers: dict | None 
     return status, data
 
 
+async def chunked_put(port: int, target: str, content_type: str, pieces: list[bytes]) -> tuple[int, bytes]:
+    """A PUT with Transfer-Encoding: chunked (as `curl -T -` sends), one HTTP chunk per piece."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writer.write(head.encode() + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n")
+    await writer.drain()
+    status, data = await read_response(reader)
+    writer.close()
+    return status, data
+
+
 class SlowUpload:
     """An upload sent in two halves over a raw socket, so a test can act while it is in flight."""
 

@@ -31,12 +31,22 @@ def cut(body: bytes, points: list[int]) -> list[bytes]:
     return [body[a:b] for a, b in itertools.pairwise(offsets)]
 
 
-async def first_part(chunks: list[bytes], ours: bool) -> bytes:
-    """The first part's content, read by LastPart or by aiohttp's BodyPartReader."""
+async def first_part(chunks: list[bytes], ours: bool, http_chunked: bool = False) -> bytes:
+    """The first part's content, read by LastPart or by aiohttp's BodyPartReader.
+
+    `http_chunked`: each piece arrives as one HTTP/1.1 chunk (Transfer-Encoding: chunked), with
+    an empty chunk between them, as aiohttp's parser marks them.
+    """
     loop = asyncio.get_running_loop()
     stream = StreamReader(BaseProtocol(loop), 1 << 24, loop=loop)  # never pauses: all is fed at once
     for chunk in chunks:
+        if http_chunked:
+            stream.begin_http_chunk_receiving()
+            stream.end_http_chunk_receiving()  # an empty chunk: readchunk() then gives (b"", True)
+            stream.begin_http_chunk_receiving()
         stream.feed_data(chunk)
+        if http_chunked:
+            stream.end_http_chunk_receiving()
     stream.feed_eof()
     part = await MultipartReader(HEADERS, stream).next()
 
@@ -51,11 +61,11 @@ async def first_part(chunks: list[bytes], ours: bool) -> bytes:
 
 
 @settings(max_examples=400, deadline=None)
-@given(content=CONTENT, ending=ENDINGS, points=st.lists(st.integers(0, 1 << 12), max_size=12))
-def test_last_part_reads_what_aiohttp_reads(content, ending, points):
+@given(content=CONTENT, ending=ENDINGS, points=st.lists(st.integers(0, 1 << 12), max_size=12), http_chunked=st.booleans())
+def test_last_part_reads_what_aiohttp_reads(content, ending, points, http_chunked):
     body = PART_HEAD + content + DELIMITER + ending
     chunks = cut(body, points)
-    ours = asyncio.run(first_part(chunks, ours=True))
+    ours = asyncio.run(first_part(chunks, ours=True, http_chunked=http_chunked))
     # The content ends at the first delimiter, counting a CRLF in front of the content (as aiohttp does).
     expected = (b"\r\n" + content + DELIMITER).find(DELIMITER)
     assert ours == (b"\r\n" + content)[2:expected]

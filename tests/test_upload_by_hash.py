@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from conftest import MAX_TAILS
-from support import hash_upload, random_tails
+from support import chunked_put, encode_multipart, hash_upload, random_tails
 
 
 async def put_raw(http, server, path: str, data: bytes, content_type: str | None = "application/octet-stream"):
@@ -27,6 +27,20 @@ async def test_raw_body_as_curl_T_sends(http, server):
     assert await put_raw(http, server, f"/hash/{h}", data) == (200, h)
     async with http.get(f"{server.url}/hash/{h}") as resp:
         assert await resp.read() == data
+
+
+@pytest.mark.parametrize("form", ["raw", "multipart"])
+async def test_chunked_bodies_store_exact_bytes(server, form):
+    """Transfer-Encoding: chunked, with an HTTP chunk ending right where the part's content starts."""
+    data, h = random_tails(3000)
+    if form == "raw":
+        body, content_type, cut = data, "application/octet-stream", 1000
+    else:
+        body, content_type = encode_multipart([("tails", data)])
+        cut = body.index(b"\r\n\r\n") + 4  # the end of the part's headers
+    pieces = [body[:cut], body[cut:cut + 7], body[cut + 7:cut + 200_000], body[cut + 200_000:]]
+    assert await chunked_put(server.port, f"/hash/{h}", content_type, pieces) == (200, h.encode())
+    assert server.view.file(h) == data
 
 
 async def test_raw_body_without_content_type(http, server):
