@@ -1,4 +1,4 @@
-"""The content of a request's last multipart part, read straight off the body stream.
+"""Request bodies read straight off the stream: raw, or the content of the last multipart part.
 
 aiohttp's BodyPartReader finds the closing delimiter by joining each chunk to the one before
 it: every byte of a tails file was copied twice more on the event loop, and multipart uploads
@@ -20,6 +20,14 @@ Buffer = bytes | memoryview
 NO_CLOSING_BOUNDARY = "Malformed multipart body: the tails part has no closing boundary."
 
 
+async def stream_chunk(content: StreamReader, read: Callable[[Awaitable], Awaitable]) -> bytes:
+    """The body's next bytes as the connection delivered them (no joining), b"" at its end."""
+    while True:
+        data, end_of_http_chunk = await read(content.readchunk())
+        if data or not end_of_http_chunk:  # (b"", True) is an empty HTTP chunk, (b"", False) the end
+            return data
+
+
 class LastPart:
     """One part's content up to `CRLF--boundary`, as aiohttp would give it, without the copies."""
 
@@ -37,10 +45,8 @@ class LastPart:
     async def read_chunk(self, _size: int = 0) -> Buffer:
         """The next piece of content, b"" after the last."""
         while not self._ready and not self._done:
-            chunk, end_of_http_chunk = await self._read(self._content.readchunk())
+            chunk = await stream_chunk(self._content, self._read)
             if not chunk:
-                if end_of_http_chunk:  # an empty chunk of a chunked body, not its end
-                    continue
                 raise BadRequest(NO_CLOSING_BOUNDARY)
             self._scan(chunk)
         return self._ready.popleft() if self._ready else b""

@@ -19,7 +19,7 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
-from .parts import LastPart
+from .parts import LastPart, stream_chunk
 from .storage import Name, Storage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
@@ -319,10 +319,7 @@ def _raw_body(request: web.Request, read_timeout: float) -> ReadChunk:
     clock = StallClock(read_timeout)
 
     async def read_chunk(_size: int) -> bytes:
-        while True:
-            data, end_of_http_chunk = await clock.read(request.content.readchunk())
-            if data or not end_of_http_chunk:  # (b"", False) is the end of the body
-                return data
+        return await stream_chunk(request.content, clock.read)
 
     return read_chunk
 
