@@ -1,4 +1,4 @@
-"""Benchmark tails-server against nginx (and hashlib) on loopback, side by side, in one run.
+"""Benchmark tails-server against nginx, hashlib and a lean upload receiver on loopback, side by side.
 
     python bench/run.py [--runs 3] [--quick]
     python bench/run.py --ledger-only --genesis POOL_GENESIS_FILE   # PUT /{id} on a real ledger too

@@ -17,10 +17,11 @@ from aiohttp import StreamReader
 from .errors import BadRequest
 
 Buffer = bytes | memoryview
+Read = Callable[[Awaitable], Awaitable]  # wraps every wait for bytes (the request's stall clock)
 NO_CLOSING_BOUNDARY = "Malformed multipart body: the tails part has no closing boundary."
 
 
-async def stream_chunk(content: StreamReader, read: Callable[[Awaitable], Awaitable]) -> bytes:
+async def stream_chunk(content: StreamReader, read: Read) -> bytes:
     """The body's next bytes as the connection delivered them (no joining), b"" at its end."""
     while True:
         data, end_of_http_chunk = await read(content.readchunk())
@@ -31,9 +32,9 @@ async def stream_chunk(content: StreamReader, read: Callable[[Awaitable], Awaita
 class LastPart:
     """One part's content up to `CRLF--boundary`, as aiohttp would give it, without the copies."""
 
-    def __init__(self, content: StreamReader, boundary: bytes, read: Callable[[Awaitable], Awaitable]) -> None:
+    def __init__(self, content: StreamReader, boundary: bytes, read: Read) -> None:
         self._content = content
-        self._read = read  # wraps every wait for bytes (the request's stall clock)
+        self._read = read
         self._delimiter = b"\r\n--" + boundary
         # As in aiohttp, a CRLF stands in front of the content (the part headers' blank line took
         # it), so that a delimiter right after the headers ends an empty part. It is never content.
