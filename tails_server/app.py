@@ -20,6 +20,7 @@ from .health import Health
 from .ids import RevRegId, TailsHash
 from .index import StoreIndex
 from .ledger import LedgerClient
+from .socket_body import CLOSES_CONNECTION
 from .storage import ID, Name, Storage, open_storage
 from .trust import TrustedLedgers
 from .uploads import Uploads
@@ -39,26 +40,32 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     logs.REQUEST_ID.set(request_id)
     tag = {logs.REQUEST_ID_HEADER: request_id}  # every response carries it, so clients and logs match
     try:
-        response = await handler(request)
-        response.headers.update(tag)
-        return response
+        return _finished(request, await handler(request), tag)
     except TailsError as exc:
         request[metrics.ERROR] = exc
         if request.method == "PUT":  # operators need to see why an upload was refused
             LOGGER.warning(
                 "refused %s %s (request %s): %d %s%s", request.method, request.path, request_id, exc.status, exc.reason, _detail(exc)
             )
-        return web.Response(status=exc.status, text=exc.reason, headers={**exc.headers, **tag})
+        return _finished(request, web.Response(status=exc.status, text=exc.reason, headers=exc.headers), tag)
     except web.HTTPException as exc:
         exc.headers.update(tag)
         raise
     except asyncio.CancelledError:
         raise
     except ConnectionError:  # the client left mid-request: routine, and no one to answer (nginx's 499)
-        return web.Response(status=499, reason="Client Closed Request", headers=tag)
+        return _finished(request, web.Response(status=499, reason="Client Closed Request"), tag)
     except Exception:
         LOGGER.exception("unexpected error on %s %s", request.method, request.path)
-        return web.Response(status=500, text="Internal server error.", headers=tag)
+        return _finished(request, web.Response(status=500, text="Internal server error."), tag)
+
+
+def _finished(request: web.Request, response: web.StreamResponse, tag: dict[str, str]) -> web.StreamResponse:
+    """Tag the response; close the connection after it if a worker thread read the body (aiohttp's parser did not)."""
+    response.headers.update(tag)
+    if request.get(CLOSES_CONNECTION):
+        response.force_close()
+    return response
 
 
 def _request_id(offered: str | None) -> str:
@@ -214,6 +221,7 @@ def create_app(settings: Settings) -> web.Application:
         LOGGER.info("storing tails files in %s", storage.describe())
 
     async def cleanup(_app: web.Application) -> None:
+        uploads.threads.shutdown(wait=False)
         await ledger.close()
         await storage.close()
 

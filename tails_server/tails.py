@@ -53,8 +53,9 @@ def check_file(path: Path) -> tuple[TailsHash, str | None]:
 class TailsReceiver:
     """Writes one upload to a temp file while hashing it and checking the tails format.
 
-    Hashing and writing run on a worker thread, one batch at a time, while the event loop
-    keeps receiving the next batch; the loop itself never touches the disk or the digest.
+    Hashing and writing run on a worker thread, one batch at a time: either while the event loop
+    keeps receiving the next batch (feed), or on the thread that receives the body (feed_blocking).
+    The event loop itself never touches the disk or the digest.
     """
 
     def __init__(self, temp: TempFile, max_size: int) -> None:
@@ -66,11 +67,21 @@ class TailsReceiver:
         self._chunks: list[bytes] = []  # kept as received: no copying on the event loop
         self._buffered = 0
         self._pending: asyncio.Future | None = None
+        self._result: TailsHash | None = None
 
     async def feed(self, chunk: bytes) -> None:
         """Take the next piece of the body; refuse early on a bad header or an oversized file."""
-        if not chunk:
-            return
+        if chunk and self._take(chunk):
+            await self._flush()
+
+    def feed_blocking(self, chunk: bytes) -> None:
+        """As feed(), for a worker thread that receives the body: it hashes and writes each batch itself."""
+        if chunk and self._take(chunk):
+            chunks, self._chunks, self._buffered = self._chunks, [], 0
+            self._consume(chunks)
+
+    def _take(self, chunk: bytes) -> bool:
+        """Check and queue one piece; True once a batch is due."""
         if len(self._head) < len(HEADER):
             self._head += chunk[: len(HEADER) - len(self._head)]
             if not HEADER.startswith(self._head):
@@ -80,19 +91,31 @@ class TailsReceiver:
             raise PayloadTooLarge(f"Tails file is larger than the limit of {self.max_size} bytes.")
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered >= BATCH:
-            await self._flush()
+        return self._buffered >= BATCH
 
     async def finish(self) -> TailsHash:
         """Write what is left, check the format, make the file durable and return its hash."""
+        if self._result is not None:  # finished by the thread that received the body
+            return self._result
         await self._flush()
         await self._wait()
+        self._check_format()
+        await asyncio.get_running_loop().run_in_executor(None, self.temp.sync)
+        return TailsHash.of_digest(self._sha.digest())
+
+    def finish_blocking(self) -> None:
+        """As finish(), on the thread that received the body: no more round trips to the event loop."""
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        self._consume(chunks)
+        self._check_format()
+        self.temp.sync()
+        self._result = TailsHash.of_digest(self._sha.digest())
+
+    def _check_format(self) -> None:
         if self.size < len(HEADER):
             raise BadRequest(BAD_HEADER)
         if (self.size - len(HEADER)) % RECORD_SIZE:
             raise BadRequest(BAD_SIZE)
-        await asyncio.get_running_loop().run_in_executor(None, self.temp.sync)
-        return TailsHash.of_digest(self._sha.digest())
 
     async def abort(self) -> None:
         """Let a running write finish before the temp file is removed."""

@@ -7,6 +7,7 @@ import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -19,7 +20,8 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
-from .parts import LastPart, stream_chunk
+from .parts import ClosingDelimiter, LastPart, stream_chunk
+from .socket_body import SocketBody
 from .storage import Name, Storage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
@@ -108,6 +110,7 @@ class MultipartBody:
             raise BadRequest(NOT_MULTIPART)
         self.clock = StallClock(read_timeout)
         self._content = request.content
+        self._request = request
         with malformed_body_is_bad_request():
             self._reader = MultipartReader(request.headers, request.content)
             self._boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters["boundary"].encode()
@@ -127,14 +130,39 @@ class MultipartBody:
 
         return read_chunk
 
-    def last_chunks(self, part: BodyPartReader) -> ReadChunk:
-        """The bytes of the last part an upload reads, without aiohttp's copies (see parts.py).
+    def last_part(self, part: BodyPartReader) -> Body:
+        """The content of the last part an upload reads, without aiohttp's copies (see parts.py).
 
         A part with its own Content-Length or a transfer encoding keeps aiohttp's reader.
         """
         if hdrs.CONTENT_LENGTH in part.headers or hdrs.CONTENT_TRANSFER_ENCODING in part.headers:
-            return self.chunks(part)
-        return LastPart(self._content, self._boundary, self.clock.read).read_chunk
+            return Body(self._request, self.chunks(part), self.clock.seconds, direct=False)
+        read_chunk = LastPart(self._content, self._boundary, self.clock.read).read_chunk
+        return Body(self._request, read_chunk, self.clock.seconds, boundary=self._boundary)
+
+
+class Body:
+    """Where an upload's tails bytes come from: a worker thread reading the socket when it can, else the event loop."""
+
+    def __init__(
+        self, request: web.Request, read_chunk: ReadChunk, read_timeout: float, direct: bool = True, boundary: bytes | None = None
+    ) -> None:
+        self._request = request
+        self._read_chunk = read_chunk  # the event loop's way: TLS, chunked or already received bodies
+        self._read_timeout = read_timeout
+        self._direct = direct  # may a worker thread read it off the socket?
+        self._boundary = boundary  # the tails bytes are a multipart part's content up to this boundary
+
+    async def receive_into(self, receiver: TailsReceiver, expected: asyncio.Future, threads: Executor) -> None:
+        """Feed every tails byte to `receiver`; stop at once if `expected` fails first."""
+        direct = None
+        if self._direct:
+            scanner = ClosingDelimiter(self._boundary) if self._boundary is not None else None
+            direct = SocketBody.take(self._request, self._read_timeout, threads, scanner)
+        if direct is not None:
+            return await direct.receive_into(receiver, expected)
+        while chunk := await _next_chunk(self._read_chunk, expected):
+            await receiver.feed(chunk)
 
 
 class Uploads:
@@ -159,6 +187,9 @@ class Uploads:
         self.min_free_space = min_free_space
         self.trusted = trusted or TrustedLedgers({})
         self.max_uploads = max_uploads
+        # One thread per upload whose body is read off the socket: a slow client holds its own
+        # thread, never one that hashes, syncs or locks for others.
+        self.threads = ThreadPoolExecutor(max_uploads, "tails-receive")
         self.active = 0
         self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 
@@ -195,7 +226,7 @@ class Uploads:
                 part = await body.next_part()
                 if part is None or part.name != "tails":
                     raise BadRequest(SECOND_NOT_TAILS)
-            return await self._receive_and_commit(body.last_chunks(part), lookup, rev_reg_id)
+            return await self._receive_and_commit(body.last_part(part), lookup, rev_reg_id)
         finally:
             for pending in (early and early[1], lookup):
                 if pending is not None:
@@ -237,16 +268,12 @@ class Uploads:
             part = await body.next_part()
             if part is None:
                 raise BadRequest("Expected one part holding the tails file.")
-            read_chunk = body.last_chunks(part)
+            source = body.last_part(part)
         else:
-            read_chunk = _raw_body(request, self.read_timeout)
+            source = Body(request, _raw_body(request, self.read_timeout), self.read_timeout)
         known: asyncio.Future[TailsHash] = asyncio.get_running_loop().create_future()
         known.set_result(tails_hash)
-        return await self._receive_and_commit(
-            read_chunk,
-            known,
-            tails_hash,
-        )
+        return await self._receive_and_commit(source, known, tails_hash)
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -268,7 +295,7 @@ class Uploads:
                 raise PayloadTooLarge(f"Genesis part is larger than the limit of {self.max_genesis_size} bytes.")
         return bytes(data)
 
-    async def _receive_and_commit(self, read_chunk: ReadChunk, expected: asyncio.Future[TailsHash], name: Name) -> TailsHash:
+    async def _receive_and_commit(self, body: Body, expected: asyncio.Future[TailsHash], name: Name) -> TailsHash:
         """Stream to a temp file in storage, verify the hash, publish; the temp file never survives.
 
         `expected` may still be running (the ledger lookup); if it fails, receiving stops there.
@@ -280,8 +307,7 @@ class Uploads:
         receiver = TailsReceiver(temp, self.max_tails_size)
         try:
             with storage_errors_are_unavailable():
-                while chunk := await _next_chunk(read_chunk, expected):
-                    await receiver.feed(chunk)
+                await body.receive_into(receiver, expected, self.threads)
                 actual = await receiver.finish()
                 if actual != await expected:
                     raise BadRequest(HASH_MISMATCH)

@@ -1,0 +1,141 @@
+"""Bodies a worker thread reads straight off the socket: exact bytes, refusals, stalls and hang-ups.
+
+A body that has not fully arrived when its handler starts (plain HTTP with a Content-Length)
+is read by a worker thread, and its response closes the connection: these tests send their
+bodies in pieces so that it is, and check that the response says `Connection: close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from support import encode_multipart, random_tails, wait_for
+
+PIECE = 1 << 16
+
+
+async def put_in_pieces(port: int, target: str, body: bytes, content_type: str = "application/octet-stream",
+                        send: int | None = None, pause: float = 0.01, drained: bool = True,
+                        ) -> tuple[int, dict[str, str], bytes, asyncio.StreamWriter]:
+    """PUT with a Content-Length, the body written in 64 KiB pieces (only `send` bytes of it, if given).
+
+    Returns status, headers (lower-case names), body and the writer (the caller closes it). After a
+    200 to a whole body, checks that the server closes the connection at once if it says it will.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    end = len(body) if send is None else send
+    for start in range(0, end, PIECE):
+        writer.write(body[start:min(start + PIECE, end)])
+        await writer.drain()
+        await asyncio.sleep(pause)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+    data = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 30)
+    if status_line.split()[1] == "200" and send is None and headers.get("connection") == "close" and drained:
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once: nothing was left unread
+    return int(status_line.split()[1]), headers, data, writer
+
+
+@pytest.mark.parametrize("form", ["raw", "multipart"])
+async def test_a_body_read_off_the_socket_is_stored_exactly(new_server, form):
+    proc = new_server()
+    data, h = random_tails(24_000)  # 3 MiB
+    body, ctype = (data, "application/octet-stream") if form == "raw" else encode_multipart([("tails", data)])
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", body, ctype)
+    writer.close()
+    assert (status, text) == (200, h.encode())
+    assert headers["connection"] == "close"  # the worker thread read it: aiohttp's parser did not
+    assert proc.view.file(h) == data
+    assert proc.view.temp_files() == []
+
+
+async def test_a_body_sent_with_its_headers_keeps_the_connection(new_server):
+    """A small body that arrived with the headers stays on the event loop: keep-alive as usual."""
+    proc = new_server()
+    data, h = random_tails(40)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    for attempt in range(2):  # two uploads on one connection
+        target = f"/hash/{h}"
+        writer.write(f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert b"connection: close" not in head.lower(), head
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        text = await asyncio.wait_for(reader.readexactly(length), 30)
+        assert (head.split()[1], text) == ((b"200", h.encode()) if attempt == 0 else (b"409", b"This tails file already exists."))
+    writer.close()
+
+
+async def test_a_stall_off_the_event_loop_gets_408(new_server):
+    proc = new_server("--read-timeout", "1")
+    data, h = random_tails(24_000)
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", data, send=len(data) // 2)
+    writer.close()
+    assert (status, text) == (408, b"No request data for 1 s.")
+    assert headers["connection"] == "close"
+    await wait_for(lambda: proc.view.temp_files() == [])
+    assert proc.view.file(h) is None
+
+
+async def test_a_bad_header_is_refused_before_the_body_ends(new_server):
+    proc = new_server()
+    data, h = random_tails(24_000)
+    bad = b"\x00\x03" + data[2:]
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", bad, send=len(bad) // 2)
+    writer.close()
+    assert (status, text) == (400, b'Tails file must start with "00 02".')
+    await wait_for(lambda: proc.view.temp_files() == [])
+
+
+async def test_an_oversized_body_is_refused_before_it_ends(new_server):
+    proc = new_server("--max-tails-size", str(1 << 20))
+    data, h = random_tails(24_000)
+    body, ctype = encode_multipart([("tails", data)])
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", body, ctype, send=len(body) // 2)
+    writer.close()
+    assert status == 413 and b"larger than the limit" in text
+    await wait_for(lambda: proc.view.temp_files() == [])
+    assert proc.view.file(h) is None
+
+
+async def test_a_client_that_hangs_up_mid_body_leaves_nothing(new_server, http):
+    proc = new_server()
+    data, h = random_tails(24_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[: len(data) // 2])
+    await writer.drain()
+    await wait_for(lambda: proc.view.temp_files() != [])  # the upload is under way
+    writer.close()
+    await wait_for(lambda: proc.view.temp_files() == [])
+    assert proc.view.file(h) is None
+    async with http.put(f"{proc.url}/hash/{h}", data=data) as resp:  # the server goes on
+        assert (resp.status, await resp.text()) == (200, h)
+    assert "Traceback" not in proc.log()
+
+
+async def test_a_long_epilogue_after_the_tails_part_is_drained_by_the_server(new_server):
+    """Bytes after the part's closing delimiter are not tails content; far more than a closing
+    "--" is left to aiohttp's bounded drain, and the upload still succeeds."""
+    proc = new_server()
+    data, h = random_tails(24_000)
+    body, ctype = encode_multipart([("tails", data), ("extra", b"x" * 300_000)])
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", body, ctype, drained=False)
+    writer.close()
+    assert (status, text) == (200, h.encode())
+    assert proc.view.file(h) == data
+
+
+async def test_a_part_without_its_closing_boundary_is_400(new_server):
+    proc = new_server()
+    data, h = random_tails(24_000)
+    body, ctype = encode_multipart([("tails", data)])
+    cut = body[: body.rindex(b"\r\n--")]  # the whole body as declared, but the delimiter is missing
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", cut, ctype)
+    writer.close()
+    assert status == 400 and b"no closing boundary" in text
+    assert proc.view.file(h) is None
