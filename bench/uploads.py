@@ -10,7 +10,8 @@ from pathlib import Path
 
 import base58
 
-BOUNDARY = "tails-bench-boundary"
+# As ACA-Py's HTTP client (requests) frames it: 32 random hex digits, one part named "tails".
+BOUNDARY = "9f3c1b7e5a2d4c6b8e0f1a3c5d7e9b2a"
 MULTIPART_HEAD = (
     f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="tails"; filename="tails"\r\n'
     "Content-Type: application/octet-stream\r\n\r\n"

@@ -113,7 +113,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-tails-size", "Largest tails file accepted (413 above), e.g. 64MiB.", defaults.max_tails_size, type=parse_size)
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
-    option("--max-uploads", "Uploads received at once per worker; more get 503 (each holds up to ~2 MiB of buffers).", defaults.max_uploads, type=_positive(int))
+    option("--max-uploads", "Uploads received at once per worker, each by a thread of its own; more get 503 (each holds up to ~2 MiB of buffers).", defaults.max_uploads, type=_positive(int))
     option("--max-header-size", "Longest request line or header field accepted, in bytes.", defaults.max_header_size, type=_positive(int))
     option("--idle-timeout", "Seconds a connection may stay idle, take to send its request headers, or go without reading any of a download, before it is closed.", defaults.idle_timeout, type=_positive(float))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
