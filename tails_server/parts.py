@@ -2,9 +2,10 @@
 
 aiohttp's BodyPartReader finds the closing delimiter by joining each chunk to the one before
 it: every byte of a tails file was copied twice more on the event loop, and multipart uploads
-(the form ACA-Py sends) ran ~17% slower than raw ones. LastPart looks for the delimiter inside
-each chunk and across chunk edges only, and hands out views of the chunks as they came off the
-socket. It reads past the delimiter, so it is only for the last part an upload reads.
+(the form ACA-Py sends) ran ~17% slower than raw ones. ClosingDelimiter looks for the delimiter
+inside each chunk and across chunk edges only, and hands out views of the chunks as they came off
+the socket; LastPart drives it on the event loop, the socket-reading thread (socket_body.py) on
+its own. Both read past the delimiter, so they are only for the last part an upload reads.
 """
 
 from __future__ import annotations
