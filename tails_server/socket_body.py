@@ -43,7 +43,10 @@ class SocketBody:
         scanner: ClosingDelimiter | None,
     ) -> None:
         self._request = request
-        self._fd = request.transport.get_extra_info("socket").fileno()
+        # A duplicate: if the server closes the transport while the thread reads (shutdown), the
+        # thread's descriptor still names this connection, never a file or socket opened since.
+        self._fd = os.dup(request.transport.get_extra_info("socket").fileno())
+        self._wake: tuple[int, int] | None = None
         self._head = head  # what the event loop had received before the handoff
         self.remaining = remaining
         self._read_timeout = read_timeout
@@ -73,15 +76,16 @@ class SocketBody:
         # Reading can re-enter the parser and refill the buffer: drain until it stays empty.
         while chunk := content.read_nowait():
             head.append(chunk)
+        body = cls(request, head, max(0, request.content_length - content.total_bytes), read_timeout, executor, scanner)
         transport.pause_reading()
         request[CLOSES_CONNECTION] = True
-        return cls(request, head, max(0, request.content_length - content.total_bytes), read_timeout, executor, scanner)
+        return body
 
     async def receive_into(self, receiver: TailsReceiver, expected: asyncio.Future) -> None:
         """Read the body into `receiver`; stop at once if `expected` fails first."""
-        self._wake_read, self._wake_write = os.pipe()  # wakes the thread from poll() when it must stop
         thread: Future | None = None
         try:
+            self._wake = os.pipe()  # wakes the thread from poll() when it must stop
             thread = self._executor.submit(self._run, receiver)
             pump = asyncio.wrap_future(thread)  # waited on, never awaited: a cancelled wait leaves the thread alone
             await asyncio.wait((pump, expected), return_when=asyncio.FIRST_COMPLETED)
@@ -122,7 +126,7 @@ class SocketBody:
         self._head = []
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        poller.register(self._wake_read, select.POLLIN)
+        poller.register(self._wake[0], select.POLLIN)
         while self.remaining > 0 and not (scanner is not None and scanner.done and dropped + self.remaining > EPILOGUE_LIMIT):
             if self._stopping:
                 raise _Stopped()
@@ -153,15 +157,15 @@ class SocketBody:
         """
         if thread is not None and not thread.done():
             self._stopping = True
-            os.write(self._wake_write, b"x")
+            os.write(self._wake[1], b"x")
         cancelled = False
         while thread is not None and not thread.done():  # never leave while the thread may still write to the temp file
             try:
                 await asyncio.wait((asyncio.wrap_future(thread),))
             except asyncio.CancelledError:
                 cancelled = True
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        for fd in (self._fd, *(self._wake or ())):
+            os.close(fd)
         transport = self._request.transport
         if self.remaining == 0:
             self._request.content.feed_eof()
