@@ -109,7 +109,6 @@ class MultipartBody:
         if not request.content_type.startswith("multipart/"):
             raise BadRequest(NOT_MULTIPART)
         self.clock = StallClock(read_timeout)
-        self._content = request.content
         self._request = request
         with malformed_body_is_bad_request():
             self._reader = MultipartReader(request.headers, request.content)
@@ -137,7 +136,7 @@ class MultipartBody:
         """
         if hdrs.CONTENT_LENGTH in part.headers or hdrs.CONTENT_TRANSFER_ENCODING in part.headers:
             return Body(self._request, self.chunks(part), self.clock.seconds, direct=False)
-        read_chunk = LastPart(self._content, self._boundary, self.clock.read).read_chunk
+        read_chunk = LastPart(self._request.content, self._boundary, self.clock.read).read_chunk
         return Body(self._request, read_chunk, self.clock.seconds, boundary=self._boundary)
 
 
