@@ -4,8 +4,9 @@ aiohttp's BodyPartReader finds the closing delimiter by joining each chunk to th
 it: every byte of a tails file was copied twice more on the event loop, and multipart uploads
 (the form ACA-Py sends) ran ~17% slower than raw ones. ClosingDelimiter looks for the delimiter
 inside each chunk and across chunk edges only, and hands out views of the chunks as they came off
-the socket; LastPart drives it on the event loop, the socket-reading thread (socket_body.py) on
-its own. Both read past the delimiter, so they are only for the last part an upload reads.
+the socket; LastPart drives it on the event loop. It reads past the delimiter, so it is only for
+the last part an upload reads. (A body moved into the temp file by a worker thread is searched
+there instead: socket_body.py.)
 """
 
 from __future__ import annotations

@@ -53,9 +53,9 @@ def check_file(path: Path) -> tuple[TailsHash, str | None]:
 class TailsReceiver:
     """Writes one upload to a temp file while hashing it and checking the tails format.
 
-    Hashing and writing run on a worker thread, one batch at a time: either while the event loop
-    keeps receiving the next batch (feed), or on the thread that receives the body (feed_blocking).
-    The event loop itself never touches the disk or the digest.
+    Hashing and writing run on a worker thread, one batch at a time, while the event loop keeps
+    receiving the next batch (feed); or the thread that moves the body into the temp file hashes
+    what landed there (hash_written). The event loop itself never touches the disk or the digest.
     """
 
     def __init__(self, temp: TempFile, max_size: int) -> None:
@@ -74,14 +74,20 @@ class TailsReceiver:
         if chunk and self._take(chunk):
             await self._flush()
 
-    def feed_blocking(self, chunk: bytes) -> None:
-        """As feed(), for a worker thread that receives the body: it hashes and writes each batch itself."""
-        if chunk and self._take(chunk):
-            chunks, self._chunks, self._buffered = self._chunks, [], 0
-            self._consume(chunks)
+    def hash_written(self, piece: memoryview) -> None:
+        """For content a worker thread has already put in the temp file: check and hash it, write nothing."""
+        self._check(piece)
+        self._sha.update(piece)
 
     def _take(self, chunk: bytes) -> bool:
         """Check and queue one piece; True once a batch is due."""
+        self._check(chunk)
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        return self._buffered >= BATCH
+
+    def _check(self, chunk: bytes | memoryview) -> None:
+        """Count one piece of content; refuse a bad header or an oversized file as soon as it shows."""
         if len(self._head) < len(HEADER):
             self._head += chunk[: len(HEADER) - len(self._head)]
             if not HEADER.startswith(self._head):
@@ -89,9 +95,6 @@ class TailsReceiver:
         self.size += len(chunk)
         if self.size > self.max_size:
             raise PayloadTooLarge(f"Tails file is larger than the limit of {self.max_size} bytes.")
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        return self._buffered >= BATCH
 
     async def finish(self) -> TailsHash:
         """Write what is left, check the format, make the file durable and return its hash."""
@@ -105,8 +108,6 @@ class TailsReceiver:
 
     def finish_blocking(self) -> None:
         """As finish(), on the thread that received the body: no more round trips to the event loop."""
-        chunks, self._chunks, self._buffered = self._chunks, [], 0
-        self._consume(chunks)
         self._check_format()
         self.temp.sync()
         self._result = TailsHash.of_digest(self._sha.digest())

@@ -20,7 +20,7 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
-from .parts import ClosingDelimiter, LastPart, stream_chunk
+from .parts import LastPart, stream_chunk
 from .socket_body import SocketBody
 from .storage import Name, Storage
 from .tails import TailsReceiver
@@ -156,8 +156,7 @@ class Body:
         """Feed every tails byte to `receiver`; stop at once if `expected` fails first."""
         direct = None
         if self._direct:
-            scanner = ClosingDelimiter(self._boundary) if self._boundary is not None else None
-            direct = SocketBody.take(self._request, self._read_timeout, threads, scanner)
+            direct = SocketBody.take(self._request, receiver, self._read_timeout, threads, self._boundary)
         if direct is not None:
             return await direct.receive_into(receiver, expected)
         while chunk := await _next_chunk(self._read_chunk, expected):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import encode_multipart, random_tails, wait_for
+from support import encode_multipart, random_tails, read_response, tails_hash, wait_for
 
 PIECE = 1 << 16
 
@@ -139,3 +139,73 @@ async def test_a_part_without_its_closing_boundary_is_400(new_server):
     writer.close()
     assert status == 400 and b"no closing boundary" in text
     assert proc.view.file(h) is None
+
+
+BOUNDARY = "9f3c1b7e5a2d4c6b8e0f1a3c5d7e9b2a"  # as ACA-Py's HTTP client makes them
+DELIMITER = b"\r\n--" + BOUNDARY.encode()
+
+
+def lookalike_records(count: int) -> bytes:
+    """Tails records full of pieces of the closing delimiter, so that some land on every 1 MiB edge."""
+    records = []
+    for i in range(count):
+        stub = DELIMITER[: 1 + i % (len(DELIMITER) - 1)]  # never the whole delimiter
+        records.append((stub * (128 // len(stub) + 1))[:128])
+    return b"".join(records)
+
+
+async def test_pieces_of_the_delimiter_in_the_content_are_content(new_server):
+    """The thread finds the part's end in the file and hashes in 1 MiB regions; a delimiter's
+    first bytes held back at a region's edge are content once the next region shows they are."""
+    proc = new_server()
+    data = b"\x00\x02" + lookalike_records(24_000)
+    h = tails_hash(data)
+    body, ctype = encode_multipart([("tails", data)], BOUNDARY)
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", body, ctype)
+    writer.close()
+    assert (status, text, headers["connection"]) == (200, h.encode(), "close")
+    assert proc.view.file(h) == data
+
+
+async def test_a_part_ends_at_the_first_whole_delimiter(new_server):
+    """A delimiter inside the bytes sent ends the part there: what follows it, already in the temp
+    file, is cut off, and the part up to it is stored if it is a tails file of its own."""
+    proc = new_server()
+    first, h = random_tails(12_000)  # 1.5 MiB
+    rest, _ = random_tails(12_000)
+    body, ctype = encode_multipart([("tails", first + DELIMITER + b"\r\n" + rest)], BOUNDARY)
+    status, headers, text, writer = await put_in_pieces(proc.port, f"/hash/{h}", body, ctype, drained=False)
+    writer.close()
+    assert (status, text, headers["connection"]) == (200, h.encode(), "close")
+    assert proc.view.file(h) == first
+    assert proc.view.temp_files() == []
+
+
+async def test_a_delimiter_the_client_sends_in_two_pieces_is_found(new_server):
+    """The thread hashes what it has up to the last bytes that may start the delimiter: with the
+    file exactly at --max-tails-size, hashing those bytes too would count them as content (413)."""
+    data, h = random_tails(8_000)
+    proc = new_server("--max-tails-size", str(len(data)))
+    body, ctype = encode_multipart([("tails", data)], BOUNDARY)
+    cut = body.index(DELIMITER) + 12  # inside the delimiter
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    writer.write(body[:cut])
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.write(body[cut:])
+    assert await read_response(reader) == (200, h.encode())
+    writer.close()
+    assert proc.view.file(h) == data
+
+
+async def test_a_bad_header_already_received_is_refused_without_waiting_for_more(new_server):
+    """Bytes that came with the request headers are checked before the thread waits for the rest."""
+    proc = new_server("--read-timeout", "20")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(b"PUT /hash/4ANLaDmJVzMTUaQdhVbqLP8vobQGsDL7Lbm6pHsGsUta HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 1000002\r\n\r\n\x00\x03" + bytes(1000))
+    await writer.drain()
+    assert await read_response(reader, timeout=10) == (400, b'Tails file must start with "00 02".')
+    writer.close()
+    await wait_for(lambda: proc.view.temp_files() == [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -67,8 +68,9 @@ class StoredFile(ABC):
 class TempFile:
     """An upload being received: a new local file, flock'ed while its writer lives."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, splices: bool = False) -> None:
         fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+        self.splices = splices  # whether the kernel can splice() bytes into it
         self.fd: int | None = fd
         self.path = Path(name)
         os.fchmod(fd, 0o644)  # published files are world-readable, like any static file
@@ -86,6 +88,10 @@ class TempFile:
                 else:
                     pending[0] = pending[0][written:]
                     written = 0
+
+    def truncate(self, size: int) -> None:
+        """Cut the file to its first `size` bytes (blocking)."""
+        os.ftruncate(self.fd, size)
 
     def sync(self) -> None:
         """Flush the data to stable storage before it may be published."""
@@ -107,17 +113,19 @@ class Spool:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.splices = False  # learnt in prepare()
 
     def prepare(self) -> int:
         """Create the directory and remove files left by crashed writers; return how many."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.splices = _splice_works(self.directory)
         removed = sum(_remove_if_unlocked(path) for path in self.directory.iterdir())
         if removed:
             LOGGER.info("removed %d unfinished upload(s) left by an earlier crash", removed)
         return removed
 
     def temp_file(self) -> TempFile:
-        return TempFile(self.directory)
+        return TempFile(self.directory, self.splices)
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the spool's filesystem."""
@@ -182,6 +190,29 @@ class Storage(ABC):
     @abstractmethod
     async def quarantine(self, tails_hash: TailsHash) -> None:
         """Take a bad file out of service, keeping its bytes aside for inspection; its ids go first."""
+
+
+def _splice_works(directory: Path) -> bool:
+    """Whether bytes can be splice()d into a file in `directory` and read back through a mapping.
+
+    Linux only, and not every filesystem: some refuse splice(), a FUSE mount with direct I/O refuses mmap().
+    """
+    if not hasattr(os, "splice"):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=directory) as file:
+            read, write = os.pipe()
+            try:
+                os.write(write, b"\1")
+                if os.splice(read, file.fileno(), 1) != 1:
+                    return False
+            finally:
+                os.close(read)
+                os.close(write)
+            with mmap.mmap(file.fileno(), 1, mmap.MAP_SHARED, mmap.PROT_READ) as mapped:
+                return mapped[:1] == b"\1"
+    except (OSError, ValueError):
+        return False
 
 
 def _remove_if_unlocked(path: Path) -> bool:
