@@ -211,7 +211,7 @@ class _FileContent:
             return
         start = self.hashed - self.hashed % mmap.ALLOCATIONGRANULARITY
         with mmap.mmap(
-            self._receiver.temp.fd, written - start, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ, offset=start
+            self._receiver.temp.fd, written - start, mmap.MAP_SHARED, mmap.PROT_READ, offset=start
         ) as mapped:
             upto = written
             if self._delimiter is not None:
