@@ -1,4 +1,4 @@
-"""The least a Python server can do per upload with tails-server's durability: the upload reference.
+"""A plain blocking Python receiver with tails-server's durability: the upload reference.
 
     python bench/lean_receiver.py PORT ROOT [PROCESSES]
 
@@ -6,7 +6,9 @@ Takes `PUT /hash/<hash>` with a Content-Length body: one blocking thread per con
 the body, hashes it with sha256 and writes it to a temp file in 1 MiB batches, fdatasyncs it,
 link()s it to ROOT/hash/<hash>, fsyncs the directory and answers 200 with the hash, or 400 on a
 mismatch, 409 if stored. No event loop, no HTTP framework, no checks beyond that: nginx is the
-reference for downloads, this is the one for uploads (nginx has no hashing upload path).
+reference for downloads, this is the one for uploads (nginx has no hashing upload path). It
+copies every byte into Python and back out with recv() and write(), as most servers do;
+tails-server has the kernel move the bytes with splice() and hashes them through a mapping.
 Benchmark use only: it trusts its client.
 """
 

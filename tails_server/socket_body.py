@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 
 from .errors import BadRequest, RequestTimeout
 from .parts import NO_CLOSING_BOUNDARY
-from .tails import BATCH, TailsReceiver
+from .tails import BATCH, HEADER, TailsReceiver
 
 # Set on a request whose body left the event loop: its response must close the connection.
 CLOSES_CONNECTION = "tails_server.closes_connection"
@@ -200,7 +200,7 @@ class _FileContent:
         """Digest now: a batch is waiting, the header is unchecked, or the file may be over the limit."""
         receiver = self._receiver
         return self.end is None and (
-            written - self.hashed >= BATCH or receiver.size < 2 or written > receiver.max_size
+            written - self.hashed >= BATCH or receiver.size < len(HEADER) or written > receiver.max_size
         )
 
     def digest(self, written: int, last: bool = False) -> None:
