@@ -151,7 +151,10 @@ class SocketBody:
                 self.remaining -= moved
                 written += moved
                 while moved:  # the pipe holds them all: a blocking write to the file
-                    moved -= os.splice(pipe[0], temp.fd, moved)
+                    into_file = os.splice(pipe[0], temp.fd, moved)
+                    if not into_file:  # never loop on a file that takes nothing (a full disk raises ENOSPC)
+                        raise OSError(errno.EIO, "the temp file took no bytes")
+                    moved -= into_file
         finally:
             os.close(pipe[0])
             os.close(pipe[1])
