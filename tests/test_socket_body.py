@@ -8,9 +8,13 @@ bodies in pieces so that it is, and check that the response says `Connection: cl
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
+import hypothesis.strategies as st
 import pytest
-from support import encode_multipart, random_tails, read_response, tails_hash, wait_for
+from hypothesis import given, settings
+from support import ServerProcess, encode_multipart, random_tails, read_response, tails_hash, wait_for
 
 PIECE = 1 << 16
 
@@ -209,3 +213,64 @@ async def test_a_bad_header_already_received_is_refused_without_waiting_for_more
     assert await read_response(reader, timeout=10) == (400, b'Tails file must start with "00 02".')
     writer.close()
     await wait_for(lambda: proc.view.temp_files() == [])
+
+
+RECORDS = 64
+LOOKALIKE_RECORDS = [(DELIMITER[:k] * (128 // k + 1))[-128:] for k in (1, 2, 4, 5, 17, len(DELIMITER) - 1)]
+WHOLE_DELIMITER_RECORD = (b"x" * 128 + DELIMITER)[-128:]
+
+
+def put_in_cut_pieces(port: int, target: str, content_type: str, body: bytes, cuts: list[int]) -> tuple[int, bytes]:
+    """PUT with the body cut at `cuts`, pausing between pieces so that each is a read of its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())
+        start = 0
+        for end in [*sorted(set(cuts)), len(body)]:
+            time.sleep(0.01)
+            try:
+                sock.sendall(body[start:end])
+            except OSError:  # answered early and closed: the answer is what counts
+                break
+            start = end
+        response = b""
+        while b"\r\n\r\n" not in response and (piece := sock.recv(65536)):
+            response += piece
+        head, _, text = response.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(text) < length and (piece := sock.recv(65536)):
+            text += piece
+    return int(head.split()[1]), text
+
+
+@pytest.fixture(scope="module")
+def exact_limit_server(tmp_path_factory):
+    """A server whose size limit is exactly the content size below: every read past the content
+    (delimiter bytes) makes the thread look at what it has, so the pieces' edges are its edges."""
+    proc = ServerProcess(tmp_path_factory.mktemp("limit") / "storage", "--max-tails-size", str(2 + 128 * RECORDS)).start()
+    yield proc
+    proc.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    records=st.lists(st.one_of(st.binary(min_size=128, max_size=128), st.sampled_from(LOOKALIKE_RECORDS)),
+                     min_size=RECORDS, max_size=RECORDS),
+    whole_at=st.one_of(st.none(), st.integers(0, RECORDS - 1)),
+    cuts=st.lists(st.integers(-60, len(DELIMITER) + 4), min_size=1, max_size=4),
+)
+def test_a_part_cut_anywhere_near_its_end_is_read_to_its_first_delimiter(exact_limit_server, records, whole_at, cuts):
+    """Whatever the pieces, the stored content is the part up to its first delimiter, as aiohttp reads it."""
+    if whole_at is not None:
+        records[whole_at] = WHOLE_DELIMITER_RECORD
+    content = b"\x00\x02" + b"".join(records)
+    body, ctype = encode_multipart([("tails", content)], BOUNDARY)
+    expected = content[: (content + DELIMITER).find(DELIMITER)]
+    h = tails_hash(expected)
+    end = body.index(DELIMITER)  # where the part's content ends: the pieces are cut around it
+    status, text = put_in_cut_pieces(exact_limit_server.port, f"/hash/{h}", ctype, body, [end + c for c in cuts])
+    if (len(expected) - 2) % 128:
+        assert (status, text) == (400, b"Tails file is not the correct size.")
+    else:
+        assert (status, text) in ((200, h.encode()), (409, b"This tails file already exists."))
+        assert exact_limit_server.view.file(h) == expected
