@@ -65,7 +65,8 @@ class SocketBody:
         cls, request: web.Request, receiver: TailsReceiver, read_timeout: float, executor: Executor,
         boundary: bytes | None = None,
     ) -> SocketBody | None:
-        """Take the body off the event loop: plain TCP, a Content-Length and bytes still to come; else None."""
+        """Take the body off the event loop: plain TCP, a Content-Length, bytes still to come and a
+        temp file the kernel can splice into; else None."""
         transport = request.transport
         content = request.content
         if (
