@@ -2,11 +2,10 @@
 
 aiohttp's BodyPartReader finds the closing delimiter by joining each chunk to the one before
 it: every byte of a tails file was copied twice more on the event loop, and multipart uploads
-(the form ACA-Py sends) ran ~17% slower than raw ones. ClosingDelimiter looks for the delimiter
-inside each chunk and across chunk edges only, and hands out views of the chunks as they came off
-the socket; LastPart drives it on the event loop. It reads past the delimiter, so it is only for
-the last part an upload reads. (A body moved into the temp file by a worker thread is searched
-there instead: socket_body.py.)
+(the form ACA-Py sends) ran ~17% slower than raw ones. LastPart looks for the delimiter inside
+each chunk and across chunk edges only, and hands out views of the chunks as they came off the
+socket. It reads past the delimiter, so it is only for the last part an upload reads. (A body
+that a worker thread moves into the temp file is searched there instead: socket_body.py.)
 """
 
 from __future__ import annotations
@@ -31,19 +30,30 @@ async def stream_chunk(content: StreamReader, read: Read) -> bytes:
             return data
 
 
-class ClosingDelimiter:
-    """Finds where one part's content ends in the chunks that follow its headers; queues views, not copies."""
+class LastPart:
+    """One part's content up to `CRLF--boundary`, as aiohttp would give it, without the copies."""
 
-    def __init__(self, boundary: bytes) -> None:
+    def __init__(self, content: StreamReader, boundary: bytes, read: Read) -> None:
+        self._content = content
+        self._read = read
         self._delimiter = b"\r\n--" + boundary
         # As in aiohttp, a CRLF stands in front of the content (the part headers' blank line took
         # it), so that a delimiter right after the headers ends an empty part. It is never content.
         self._tail = b"\r\n"
         self._skip = 2
-        self.ready: deque[Buffer] = deque()
-        self.done = False
+        self._ready: deque[Buffer] = deque()
+        self._done = False
 
-    def scan(self, chunk: bytes) -> None:
+    async def read_chunk(self, _size: int = 0) -> Buffer:
+        """The next piece of content, b"" after the last."""
+        while not self._ready and not self._done:
+            chunk = await stream_chunk(self._content, self._read)
+            if not chunk:
+                raise BadRequest(NO_CLOSING_BOUNDARY)
+            self._scan(chunk)
+        return self._ready.popleft() if self._ready else b""
+
+    def _scan(self, chunk: bytes) -> None:
         """Queue the content in `chunk`; hold back its last bytes if they may start the delimiter."""
         keep = len(self._delimiter) - 1
         if len(chunk) < keep:  # a small piece (a trickling client): join it to what is held
@@ -71,27 +81,8 @@ class ClosingDelimiter:
             dropped = min(self._skip, len(piece))
             piece, self._skip = piece[dropped:], self._skip - dropped
         if len(piece):
-            self.ready.append(piece)
+            self._ready.append(piece)
 
     def _finish(self, piece: Buffer) -> None:
         self._emit(piece)
-        self.done = True
-
-
-class LastPart:
-    """One part's content up to `CRLF--boundary`, as aiohttp would give it, without the copies."""
-
-    def __init__(self, content: StreamReader, boundary: bytes, read: Read) -> None:
-        self._content = content
-        self._read = read
-        self._scanner = ClosingDelimiter(boundary)
-
-    async def read_chunk(self, _size: int = 0) -> Buffer:
-        """The next piece of content, b"" after the last."""
-        scanner = self._scanner
-        while not scanner.ready and not scanner.done:
-            chunk = await stream_chunk(self._content, self._read)
-            if not chunk:
-                raise BadRequest(NO_CLOSING_BOUNDARY)
-            scanner.scan(chunk)
-        return scanner.ready.popleft() if scanner.ready else b""
+        self._done = True
