@@ -135,13 +135,13 @@ class TailsRoutes:
     async def put_by_hash(self, request: web.Request) -> web.Response:
         """Upload a file named by its own hash."""
         tails_hash = TailsHash.parse(request.match_info["tails_hash"])
-        with self.uploads.admitted():
+        with self.uploads.admitted(request):
             return web.Response(text=str(await self.uploads.put_by_hash(request, tails_hash)))
 
     async def put_by_id(self, request: web.Request) -> web.Response:
         """Upload a registry's file, checked against the ledger named by the genesis part."""
         rev_reg_id = _rev_reg_id(request)
-        with self.uploads.admitted():
+        with self.uploads.admitted(request):
             return web.Response(text=str(await self.uploads.put_by_id(request, rev_reg_id)))
 
     async def delete_by_hash(self, request: web.Request) -> web.Response:
@@ -220,11 +220,15 @@ def create_app(settings: Settings) -> web.Application:
         await storage.start()
         LOGGER.info("storing tails files in %s", storage.describe())
 
+    async def shutdown(_app: web.Application) -> None:
+        uploads.stop_event_loop_bodies()
+
     async def cleanup(_app: web.Application) -> None:
         uploads.threads.shutdown(wait=False)
         await ledger.close()
         await storage.close()
 
     app.on_startup.append(startup)
+    app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
     return app

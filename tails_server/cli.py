@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().handlers[0].setFormatter(logs.JsonFormatter())
     _announce(settings)
     with _shared_metrics_dir():
-        return Supervisor(settings.workers, lambda: _worker(settings)).run()
+        # aiohttp waits --shutdown-timeout for requests in flight, then as long again for those it ended.
+        return Supervisor(settings.workers, lambda: _worker(settings), 2 * settings.shutdown_timeout + 5).run()
 
 
 @contextlib.contextmanager
@@ -149,5 +150,6 @@ def _serve(settings: Settings) -> None:
         # aiohttp starts this timer when a connection opens and does not extend it while request
         # headers trickle in: it is the idle timeout and the slowloris guard at once.
         keepalive_timeout=settings.idle_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
         print=None,
     )

@@ -38,6 +38,7 @@ class Settings:
     workers: int = 1
     read_timeout: float = 60.0
     idle_timeout: float = 60.0
+    shutdown_timeout: float = 8.0
     max_uploads: int = 64
     max_header_size: int = 8190
     min_free_space: int = 64 << 20
@@ -117,6 +118,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-header-size", "Longest request line or header field accepted, in bytes.", defaults.max_header_size, type=_positive(int))
     option("--idle-timeout", "Seconds a connection may stay idle, take to send its request headers, or go without reading any of a download, before it is closed.", defaults.idle_timeout, type=_positive(float))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
+    option("--shutdown-timeout", "On SIGTERM or SIGINT: seconds the requests in flight get to finish; uploads still running then get 503, downloads as long again before they are cut off.", defaults.shutdown_timeout, type=_positive(float))
     option("--min-free-space", "Refuse uploads with 507 while storage has less free space than this, e.g. 64MiB.", defaults.min_free_space, type=parse_size)
     parser.add_argument(
         "--ledger",

@@ -56,6 +56,10 @@ class Unavailable(TailsError):
     status = 503
 
 
+# What an upload still running when a stopping server's --shutdown-timeout ends gets (503).
+SHUTTING_DOWN = "Server is shutting down; retry shortly."
+
+
 class InsufficientStorage(TailsError):
     """Storing the upload would fill the disk (507); reads go on."""
 

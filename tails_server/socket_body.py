@@ -23,7 +23,7 @@ from concurrent.futures import Executor, Future
 
 from aiohttp import hdrs, web
 
-from .errors import BadRequest, RequestTimeout
+from .errors import SHUTTING_DOWN, BadRequest, RequestTimeout, Unavailable
 from .parts import NO_CLOSING_BOUNDARY
 from .tails import BATCH, HEADER, TailsReceiver
 
@@ -35,6 +35,13 @@ PIPE_SIZE = 1 << 20
 # Bytes after a part's closing delimiter that the thread still takes in (cut off the temp file; the
 # epilogue is "--\r\n"); anything longer is left to aiohttp, which drains unread bodies for a bounded time.
 EPILOGUE_LIMIT = 1 << 16
+
+
+def _given_up_error(given_up: asyncio.Future) -> Exception:
+    """Why aiohttp failed the request's stream: a stopping server cancels it, a lost connection resets it."""
+    if given_up.cancelled():
+        return Unavailable(SHUTTING_DOWN)
+    return ConnectionResetError("Connection lost")
 
 
 class _Stopped(Exception):
@@ -91,19 +98,28 @@ class SocketBody:
         return body
 
     async def receive_into(self, receiver: TailsReceiver, expected: asyncio.Future) -> None:
-        """Read the body into `receiver`; stop at once if `expected` fails first."""
+        """Read the body into `receiver`; stop at once if `expected` fails first, or if aiohttp gives up on the request."""
         thread: Future | None = None
+        # aiohttp fails the request's stream when the connection is lost or when a stopping server
+        # ends the requests that outlived --shutdown-timeout; the thread must stop then too.
+        given_up = asyncio.ensure_future(self._request.content.wait_eof())
+        given_up.add_done_callback(lambda done: done.cancelled() or done.exception())  # read even if unused
         try:
             self._wake = os.pipe()  # wakes the thread from poll() when it must stop
             thread = self._executor.submit(self._run, receiver)
             pump = asyncio.wrap_future(thread)  # waited on, never awaited: a cancelled wait leaves the thread alone
-            await asyncio.wait((pump, expected), return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done() and not expected.cancelled() and expected.exception() is not None:
-                raise expected.exception()
-            await asyncio.wait((pump,))
+            watched = {pump, given_up} if expected.done() else {pump, given_up, expected}
+            while not pump.done():
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if expected.done() and not expected.cancelled() and expected.exception() is not None:
+                    raise expected.exception()
+                watched.discard(expected)
+                if given_up.done() and not pump.done():
+                    raise _given_up_error(given_up)
             if (error := pump.result()) is not None:
                 raise error
         finally:
+            given_up.cancel()
             await self._settle(thread)
 
     def _run(self, receiver: TailsReceiver) -> BaseException | None:

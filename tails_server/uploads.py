@@ -15,13 +15,13 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, RequestTimeout, Unavailable
+from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, RequestTimeout, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
 from .parts import LastPart, stream_chunk
-from .socket_body import SocketBody
+from .socket_body import CLOSES_CONNECTION, SocketBody
 from .storage import Name, Storage
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
@@ -189,6 +189,7 @@ class Uploads:
         # thread, never one that hashes, syncs or locks for others.
         self.threads = ThreadPoolExecutor(max_uploads, "tails-receive")
         self.active = 0
+        self._in_flight: dict[int, web.Request] = {}  # uploads being handled, by id(): requests are unhashable
         self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 
     async def put_by_id(self, request: web.Request, rev_reg_id: RevRegId) -> TailsHash:
@@ -274,15 +275,34 @@ class Uploads:
         return await self._receive_and_commit(source, known, tails_hash)
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Count an upload in; past max_uploads it is turned away with 503 before any work."""
+    def admitted(self, request: web.Request) -> Iterator[None]:
+        """Count an upload in; past max_uploads it is turned away with 503 before any work, as is one a stopping server ends."""
         if self.active >= self.max_uploads:
             raise Unavailable(f"Too many uploads in progress (limit {self.max_uploads}); retry shortly.")
         self.active += 1
+        self._in_flight[id(request)] = request
         try:
             yield
+        except asyncio.CancelledError:
+            # A stopping server ends the requests that outlive --shutdown-timeout by failing their
+            # body stream with CancelledError; this task itself was not cancelled, so it can answer.
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                raise Unavailable(SHUTTING_DOWN) from None
+            raise
         finally:
             self.active -= 1
+            del self._in_flight[id(request)]
+
+    def stop_event_loop_bodies(self) -> None:
+        """Server stopping: refuse (503) the uploads whose body aiohttp still reads, keep those a thread reads.
+
+        aiohttp drops every byte that arrives once it stops, so such a body could only wait for
+        --shutdown-timeout; a body read off the socket by a worker thread can still finish.
+        """
+        for request in self._in_flight.values():
+            if not request.get(CLOSES_CONNECTION) and not request.content.is_eof():
+                request.content.set_exception(asyncio.CancelledError())  # as aiohttp does when the timeout ends
 
     async def _read_genesis(self, read_chunk: ReadChunk) -> bytes:
         """The genesis part, capped: it is held in memory."""

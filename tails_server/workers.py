@@ -28,9 +28,10 @@ def _forget_metrics_of(pid: int) -> None:
 class Supervisor:
     """Starts N workers, restarts one that dies, and stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, count: int, target: Callable[[], None]) -> None:
+    def __init__(self, count: int, target: Callable[[], None], stop_timeout: float = 15.0) -> None:
         self.count = count
         self.target = target
+        self.stop_timeout = stop_timeout  # how long a stopping worker may take before it is killed
         self._context = multiprocessing.get_context("fork")  # workers inherit settings and logging
         self._workers: list[tuple[multiprocessing.Process, float]] = []
         self._stopping = False
@@ -57,7 +58,7 @@ class Supervisor:
             if proc.is_alive():
                 proc.terminate()
         for proc, _ in self._workers:
-            proc.join(15)
+            proc.join(self.stop_timeout)
             if proc.is_alive():
                 proc.kill()
         return status
