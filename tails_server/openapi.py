@@ -41,7 +41,7 @@ _WRITE = {
     "408": _reason("the client stopped sending"),
     "409": _reason("this exact file is already stored"),
     "413": _reason("a part is larger than allowed"),
-    "503": _reason("ledger or storage unavailable; retry"),
+    "503": _reason("ledger or storage unavailable, too many uploads, or the server is stopping; retry"),
     "507": _reason("storage is full"),
 }
 _MULTIPART_ID = {
