@@ -284,8 +284,8 @@ class Uploads:
         try:
             yield
         except asyncio.CancelledError:
-            # A stopping server ends the requests that outlive --shutdown-timeout by failing their
-            # body stream with CancelledError; this task itself was not cancelled, so it can answer.
+            # A stopping server fails the body stream with CancelledError (at once for a body aiohttp
+            # reads, see below); this task itself was not cancelled, so it can still answer.
             task = asyncio.current_task()
             if task is not None and not task.cancelling():
                 raise Unavailable(SHUTTING_DOWN) from None
