@@ -37,11 +37,17 @@ PIPE_SIZE = 1 << 20
 EPILOGUE_LIMIT = 1 << 16
 
 
-def _given_up_error(given_up: asyncio.Future) -> Exception:
-    """Why aiohttp failed the request's stream: a stopping server cancels it, a lost connection resets it."""
+def _given_up_error(given_up: asyncio.Future) -> Exception | None:
+    """Why aiohttp failed the request's stream: a stopping server cancels it, a lost connection resets it.
+
+    None if the stream simply ended: draining it for the hand-off can make aiohttp parse the rest of
+    a body it had already received, and then the thread has nothing left to read off the socket.
+    """
     if given_up.cancelled():
         return Unavailable(SHUTTING_DOWN)
-    return ConnectionResetError("Connection lost")
+    if given_up.exception() is not None:
+        return ConnectionResetError("Connection lost")
+    return None
 
 
 class _Stopped(Exception):
@@ -115,7 +121,9 @@ class SocketBody:
                     raise expected.exception()
                 watched.discard(expected)
                 if given_up.done() and not pump.done():
-                    raise _given_up_error(given_up)
+                    if (error := _given_up_error(given_up)) is not None:
+                        raise error
+                    watched.discard(given_up)
             if (error := pump.result()) is not None:
                 raise error
         finally:
