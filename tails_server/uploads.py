@@ -188,7 +188,6 @@ class Uploads:
         # One thread per upload whose body is read off the socket: a slow client holds its own
         # thread, never one that hashes, syncs or locks for others.
         self.threads = ThreadPoolExecutor(max_uploads, "tails-receive")
-        self.active = 0
         self._in_flight: dict[int, web.Request] = {}  # uploads being handled, by id(): requests are unhashable
         self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 
@@ -277,9 +276,8 @@ class Uploads:
     @contextmanager
     def admitted(self, request: web.Request) -> Iterator[None]:
         """Count an upload in; past max_uploads it is turned away with 503 before any work, as is one a stopping server ends."""
-        if self.active >= self.max_uploads:
+        if len(self._in_flight) >= self.max_uploads:
             raise Unavailable(f"Too many uploads in progress (limit {self.max_uploads}); retry shortly.")
-        self.active += 1
         self._in_flight[id(request)] = request
         try:
             yield
@@ -291,7 +289,6 @@ class Uploads:
                 raise Unavailable(SHUTTING_DOWN) from None
             raise
         finally:
-            self.active -= 1
             del self._in_flight[id(request)]
 
     def stop_event_loop_bodies(self) -> None:
