@@ -114,13 +114,16 @@ class SocketBody:
             self._wake = os.pipe()  # wakes the thread from poll() when it must stop
             thread = self._executor.submit(self._run, receiver)
             pump = asyncio.wrap_future(thread)  # waited on, never awaited: a cancelled wait leaves the thread alone
-            watched = {pump, given_up} if expected.done() else {pump, given_up, expected}
+            watched = {pump, expected, given_up}
             while not pump.done():
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                if expected.done() and not expected.cancelled() and expected.exception() is not None:
-                    raise expected.exception()
-                watched.discard(expected)
-                if given_up.done() and not pump.done():
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if pump in done:
+                    break
+                if expected in done:  # a known hash, or the ledger's answer
+                    if not expected.cancelled() and expected.exception() is not None:
+                        raise expected.exception()
+                    watched.discard(expected)
+                if given_up in done:
                     if (error := _given_up_error(given_up)) is not None:
                         raise error
                     watched.discard(given_up)
