@@ -19,6 +19,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "aiohttp>=3.14,<4",
+        "httptools>=0.6,<1",
         "indy-vdr>=0.4.2,<0.5",
         "base58>=2.1,<3",
         "portalocker>=2.7,<5",

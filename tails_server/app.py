@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import re
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -26,17 +23,15 @@ from .trust import TrustedLedgers
 from .uploads import Uploads
 
 LOGGER = logging.getLogger(__name__)
+STORAGE = web.AppKey("storage", Storage)
 MAX_MATCH_LENGTH = 512
 WORKER_THREADS = 32
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_ID_PREFIX = secrets.token_hex(12)  # imported after fork(): every worker has its own
-_ID_COUNTER = itertools.count()
 
 
 @web.middleware
 async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     """Turn every TailsError into its status and one-line reason; never leak a traceback."""
-    request_id = _request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+    request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     logs.REQUEST_ID.set(request_id)
     tag = {logs.REQUEST_ID_HEADER: request_id}  # every response carries it, so clients and logs match
     try:
@@ -66,13 +61,6 @@ def _finished(request: web.Request, response: web.StreamResponse, tag: dict[str,
     if request.get(CLOSES_CONNECTION):
         response.force_close()
     return response
-
-
-def _request_id(offered: str | None) -> str:
-    """The client's X-Request-ID if it is a sane token, else a new one (random per process, then counted)."""
-    if offered and _REQUEST_ID.fullmatch(offered):
-        return offered
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 def require_api_key(keys: ApiKeys):
@@ -168,6 +156,7 @@ class TailsRoutes:
         if stored is None:
             raise NotFound("404: Not Found")
         response = serve(stored, self.stall_timeout)
+        response.headers[logs.REQUEST_ID_HEADER] = logs.REQUEST_ID.get()  # sent before the middleware could add it
         try:
             await response.prepare(request)
         except ConnectionError:  # the client left, or the store failed mid-body: nothing more to send
@@ -206,6 +195,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])],
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
+    app[STORAGE] = storage  # the front door serves plain downloads from it too
     app.add_routes(Health(storage, ledger).table())  # fixed paths before the catch-all id routes
     app.router.add_get("/index.json", StoreIndex(storage).handle)
     metrics.install(app, storage, ledger)

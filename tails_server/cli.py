@@ -12,8 +12,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__, client, logs, maintenance
 from .auth import hash_token
 from .config import ENV_PREFIX, Settings, load_settings, parse_size
@@ -139,17 +137,6 @@ def _worker(settings: Settings) -> None:
 
 def _serve(settings: Settings) -> None:
     from .app import create_app  # imported late: the metrics mode is chosen when it first loads
+    from .serving import run
 
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1,
-        ssl_context=settings.ssl_context(),
-        access_log_class=logs.AccessLogger,
-        # aiohttp starts this timer when a connection opens and does not extend it while request
-        # headers trickle in: it is the idle timeout and the slowloris guard at once.
-        keepalive_timeout=settings.idle_timeout,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=None,
-    )
+    run(create_app(settings), settings)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import itertools
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import re
+import secrets
 import sys
 import time
 
@@ -27,6 +30,17 @@ FLUSH_INTERVAL = 0.2
 
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ID_PREFIX = secrets.token_hex(12)  # imported after fork(): every worker has its own
+_ID_COUNTER = itertools.count()
+ACCESS = logging.getLogger("aiohttp.access")  # aiohttp's access logger, which the front door writes to as well
+
+
+def request_id(offered: str | None) -> str:
+    """The client's X-Request-ID if it is a sane token, else a new one (random per process, then counted)."""
+    if offered and _SANE_REQUEST_ID.fullmatch(offered):
+        return offered
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,32 +77,37 @@ class AccessLogger(AbstractAccessLogger):
         size = response.content_length if response.content_length is not None else response.body_length
         if AccessLogger.observe is not None:
             AccessLogger.observe(request, response.status, size, elapsed)
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        now = int(time.time())
-        if now != AccessLogger._second:  # format the timestamp once a second, not once a request
-            AccessLogger._second, AccessLogger._stamp = now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        request_id = response.headers.get(REQUEST_ID_HEADER, "-")
-        if AccessLogger.json:
-            line = json.dumps({
-                "time": AccessLogger._stamp, "level": "INFO", "logger": "access", "remote": request.remote,
-                "method": request.method, "path": request.path_qs, "status": response.status, "bytes": size,
-                "ms": round(elapsed * 1000, 1), "request_id": request_id,
-            }) + "\n"
-        else:
-            line = (
-                f'{AccessLogger._stamp} ACCESS {request.remote} "{request.method} {request.path_qs}" '
-                f"{response.status} {size} {elapsed * 1000:.1f}ms {request_id}\n"
+        if self.logger.isEnabledFor(logging.INFO):
+            access_line(
+                request.remote, request.method, request.path_qs, response.status, size, elapsed,
+                response.headers.get(REQUEST_ID_HEADER, "-"),
             )
-        lines = AccessLogger._lines
-        lines.append(line)
-        if len(lines) == 1:
-            asyncio.get_running_loop().call_later(FLUSH_INTERVAL, flush_access_lines)
 
     @property
     def enabled(self) -> bool:
         """Always called, for the metrics; the line itself is written only at INFO."""
         return True
+
+
+def access_line(
+    remote: str | None, method: str, path_qs: str, status: int, size: int | None, elapsed: float, request_id: str
+) -> None:
+    """Buffer one access line (the caller checks that the access logger is on, at INFO)."""
+    now = int(time.time())
+    if now != AccessLogger._second:  # format the timestamp once a second, not once a request
+        AccessLogger._second, AccessLogger._stamp = now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    if AccessLogger.json:
+        line = json.dumps({
+            "time": AccessLogger._stamp, "level": "INFO", "logger": "access", "remote": remote,
+            "method": method, "path": path_qs, "status": status, "bytes": size,
+            "ms": round(elapsed * 1000, 1), "request_id": request_id,
+        }) + "\n"
+    else:
+        line = f'{AccessLogger._stamp} ACCESS {remote} "{method} {path_qs}" {status} {size} {elapsed * 1000:.1f}ms {request_id}\n'
+    lines = AccessLogger._lines
+    lines.append(line)
+    if len(lines) == 1:
+        asyncio.get_running_loop().call_later(FLUSH_INTERVAL, flush_access_lines)
 
 
 def flush_access_lines() -> None:

@@ -55,22 +55,27 @@ _SERIES: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up 
 
 
 def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: float | None) -> None:
-    """Record one answered request (called by the access logger, once per request)."""
+    """Record one request answered by aiohttp (called by the access logger, once per request)."""
     match_info = getattr(request, "match_info", None)
     resource = match_info.route.resource if match_info is not None else None
-    key = (resource.canonical if resource is not None else "unmatched", request.method, status)
+    record(resource.canonical if resource is not None else "unmatched", request.method, status, request.content_length, sent, elapsed)
+    if request.method == "PUT":
+        UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
+
+
+def record(route: str, method: str, status: int, received: int | None, sent: int | None, elapsed: float | None) -> None:
+    """Record one answered request by its route's canonical path (the front door calls this directly)."""
+    key = (route, method, status)
     series = _SERIES.get(key)
     if series is None:
-        series = _SERIES[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(key[0], key[1]))
+        series = _SERIES[key] = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method))
     series[0].inc()
     if elapsed is not None:
         series[1].observe(elapsed)
-    if request.content_length:
-        BYTES_IN.inc(request.content_length)
+    if received:
+        BYTES_IN.inc(received)
     if sent:
         BYTES_OUT.inc(sent)
-    if request.method == "PUT":
-        UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
 
 
 def install(app: web.Application, storage: Storage, ledger: LedgerClient) -> None:

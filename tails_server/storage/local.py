@@ -98,6 +98,10 @@ class LocalStorage(Storage):
     # a few microseconds, cheaper than a hop to a worker thread.
 
     async def open(self, name: Name) -> LocalFile | None:
+        return self.open_now(name)
+
+    def open_now(self, name: Name) -> LocalFile | None:
+        """`open` for the front door, which answers plain downloads without a coroutine."""
         tails_hash = name if isinstance(name, TailsHash) else self._target(name)
         if tails_hash is None:
             return None

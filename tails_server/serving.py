@@ -1,0 +1,109 @@
+"""Running the application: aiohttp's runner, with connections starting at the front door.
+
+This is aiohttp's run_app with one difference: on plaintext listeners over local storage, each
+connection starts with a FrontDoor, which answers plain downloads and hands everything else to
+aiohttp's own protocol. TLS listeners and object storage use aiohttp's TCPSite unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from aiohttp import web
+
+from . import logs
+from .app import STORAGE
+from .config import Settings
+from .front import FrontDoors
+from .storage.local import LocalStorage
+
+
+class FrontSite(web.BaseSite):
+    """A TCP listener whose connections start at the front door (aiohttp's TCPSite, another protocol)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, doors: FrontDoors, reuse_port: bool) -> None:
+        super().__init__(runner)
+        self.host, self.port, self.doors, self.reuse_port = host, port, doors, reuse_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self.doors, self.host, self.port, backlog=self._backlog, reuse_port=self.reuse_port
+        )
+
+
+def front_doors(app: web.Application, settings: Settings, runner: web.AppRunner, tls: bool) -> FrontDoors | None:
+    """Front doors for this server, stopped with it; None where every request must go to aiohttp."""
+    storage = app[STORAGE]
+    if tls or not isinstance(storage, LocalStorage) or not hasattr(os, "sendfile"):
+        return None
+    doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size)
+    drained: list[asyncio.Task] = []
+
+    async def stop(_app: web.Application) -> None:
+        # Runs beside aiohttp's own wait for its requests, with the same timeout.
+        doors.stop()
+        drained.append(asyncio.ensure_future(doors.drained(settings.shutdown_timeout)))
+
+    async def wait(_app: web.Application) -> None:
+        for task in drained:
+            await task
+
+    app.on_shutdown.append(stop)
+    app.on_cleanup.insert(0, wait)  # before storage and threads close
+    return doors
+
+
+def run(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop as aiohttp's run_app does (requests get the shutdown timeout)."""
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(_serve(app, settings))
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()  # its cleanup stops the listeners, then waits for requests in flight
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            remaining = asyncio.all_tasks(loop)
+            for task in remaining:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*remaining, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    runner = web.AppRunner(
+        app,
+        handle_signals=True,
+        access_log_class=logs.AccessLogger,
+        # aiohttp starts this timer when a connection opens and does not extend it while request
+        # headers trickle in: it is the idle timeout and the slowloris guard at once.
+        keepalive_timeout=settings.idle_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    ssl_context = settings.ssl_context()
+    doors = front_doors(app, settings, runner, tls=ssl_context is not None)
+    await runner.setup()
+    reuse_port = settings.workers > 1
+    if doors is None:
+        site: web.BaseSite = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, reuse_port=reuse_port)
+    else:
+        site = FrontSite(runner, settings.host, settings.port, doors, reuse_port)
+    try:
+        await site.start()
+        await asyncio.Event().wait()  # until a signal ends the loop
+    finally:
+        await runner.cleanup()
