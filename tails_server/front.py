@@ -117,7 +117,10 @@ class FrontDoor(asyncio.Protocol):
                 if not self._may_become_plain():
                     self._hand_off()
                 return
-            response = self._plain_response(self.buffer[: end + 4])
+            try:
+                response = self._plain_response(self.buffer[: end + 4])
+            except OSError:  # the store failed to open or read the file: aiohttp's path answers that
+                response = None
             if response is None:
                 self._hand_off()
                 return
@@ -154,7 +157,11 @@ class FrontDoor(asyncio.Protocol):
         method = "HEAD" if head.startswith(b"HEAD") else "GET"
         keep_alive = parsed.keep_alive and not self.doors.stopping
         request_id = logs.request_id(parsed.request_id)
-        return _Response(stored, route, method, parsed.url.decode("ascii"), version, keep_alive, request_id, self.doors)
+        try:
+            return _Response(stored, route, method, parsed.url.decode("ascii"), version, keep_alive, request_id, self.doors)
+        except OSError:
+            stored.file.close()
+            raise
 
     def _pump(self) -> None:
         """Send what the socket takes now; wait for room when it is full; finish when all is sent."""
@@ -180,10 +187,13 @@ class FrontDoor(asyncio.Protocol):
         self.response, self.busy = None, False
         response.end(self)
         self.active_at = loop.time()
-        if not response.keep_alive or self.eof or self.doors.stopping:
+        if not response.keep_alive or self.doors.stopping:
             self.transport.close()
-        elif self.buffer:
-            self._answer_buffered()
+            return
+        if self.buffer:
+            self._answer_buffered()  # requests that arrived while this one was leaving
+        if self.eof and not self.busy and self.transport.get_protocol() is self:
+            self.transport.close()  # the client sent its last request and has every answer
 
     def _on_timer(self) -> None:
         """Close an idle connection, or cut a download its client stopped reading, after the timeout."""

@@ -22,6 +22,7 @@ import sys
 import time
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -122,6 +123,20 @@ def flush_access_lines() -> None:
             pass
 
 
+class ClientErrorsOnOneLine(logging.Filter):
+    """aiohttp logs every malformed request as an ERROR with a traceback: it is the client's error, one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        reason = " ".join(str(exc.message).split())[:200]
+        record.msg, record.args = "%s: %d %s", (record.getMessage(), exc.code, reason)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def configure(level: str, fmt: str = "text") -> None:
     """Log to stderr through a queue, so a slow terminal or pipe never blocks a request."""
     records: queue.SimpleQueue = queue.SimpleQueue()
@@ -134,6 +149,7 @@ def configure(level: str, fmt: str = "text") -> None:
     atexit.register(flush_access_lines)
     handler = logging.handlers.QueueHandler(records)
     handler.addFilter(_with_request_id)  # read the context here: the writer thread has none
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorsOnOneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -56,8 +56,10 @@ _SERIES: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up 
 
 def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: float | None) -> None:
     """Record one request answered by aiohttp (called by the access logger, once per request)."""
-    match_info = getattr(request, "match_info", None)
-    resource = match_info.route.resource if match_info is not None else None
+    try:
+        resource = request.match_info.route.resource
+    except (AttributeError, AssertionError):  # a request aiohttp could not parse was never routed
+        resource = None
     record(resource.canonical if resource is not None else "unmatched", request.method, status, request.content_length, sent, elapsed)
     if request.method == "PUT":
         UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
