@@ -20,7 +20,7 @@ from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
-from .parts import LastPart, stream_chunk
+from .parts import LastPart, part_name, stream_chunk
 from .socket_body import CLOSES_CONNECTION, SocketBody
 from .storage import Name, Storage
 from .tails import TailsReceiver
@@ -206,8 +206,9 @@ class Uploads:
             if early is not None:
                 await asyncio.sleep(0)  # let it send its request now, not when this handler next waits
             part = await body.next_part()
-            without_genesis = part is not None and part.name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
-            if part is None or (part.name != "genesis" and not without_genesis):
+            name = None if part is None else part_name(part)
+            without_genesis = name == "tails" and self.trusted.accepts_without_genesis(rev_reg_id)
+            if part is None or (name != "genesis" and not without_genesis):
                 raise BadRequest(FIRST_NOT_GENESIS)
             uploaded = None if without_genesis else Genesis.parse_cached(await self._read_genesis(body.chunks(part)))
             genesis = self.trusted.choose(rev_reg_id, uploaded)
@@ -222,7 +223,7 @@ class Uploads:
                 lookup = self._lookup(genesis, rev_reg_id)
             if not without_genesis:
                 part = await body.next_part()
-                if part is None or part.name != "tails":
+                if part is None or part_name(part) != "tails":
                     raise BadRequest(SECOND_NOT_TAILS)
             return await self._receive_and_commit(body.last_part(part), lookup, rev_reg_id)
         finally:
