@@ -110,23 +110,34 @@ class FrontDoor(asyncio.Protocol):
         self._release()
 
     def _answer_buffered(self) -> None:
-        """Answer every complete plain request in the buffer; hand over at the first other one."""
-        while self.buffer and not self.busy and not self.transport.is_closing():
-            end = self.buffer.find(_TERMINATOR)
+        """Answer every complete plain request in the buffer; hand over at the first other one.
+
+        Pipelined requests are walked with an offset (slicing the buffer per request would copy
+        it once per request), and each answer that finishes at once returns here rather than
+        calling back in, so a long pipeline neither costs quadratic copying nor deep recursion.
+        """
+        buffer, start = self.buffer, 0
+        while start < len(buffer) and not self.busy and not self.transport.is_closing():
+            end = buffer.find(_TERMINATOR, start)
             if end < 0:
+                self.buffer = buffer[start:]
                 if not self._may_become_plain():
                     self._hand_off()
                 return
             try:
-                response = self._plain_response(self.buffer[: end + 4])
+                response = self._plain_response(buffer[start : end + 4])
             except OSError:  # the store failed to open or read the file: aiohttp's path answers that
                 response = None
             if response is None:
+                self.buffer = buffer[start:]
                 self._hand_off()
                 return
-            self.buffer = self.buffer[end + 4 :]
+            start = end + 4
             self.response, self.busy = response, True
             self._pump()
+        self.buffer = buffer[start:]
+        if self.eof and not self.busy and not self.transport.is_closing():
+            self.transport.close()  # the client sent its last request and has every answer
 
     def _may_become_plain(self) -> bool:
         """An unfinished head that could still be a GET or HEAD this door answers (else: aiohttp, now)."""
@@ -178,7 +189,7 @@ class FrontDoor(asyncio.Protocol):
             if not self.waiting:
                 self.waiting = True
                 self.transport.pause_reading()  # pipelined requests wait in the socket, not in memory
-                loop.add_writer(self.sock.fileno(), self._pump)
+                loop.add_writer(self.sock.fileno(), self._on_writable)
             return
         if self.waiting:
             self.waiting = False
@@ -189,11 +200,12 @@ class FrontDoor(asyncio.Protocol):
         self.active_at = loop.time()
         if not response.keep_alive or self.doors.stopping:
             self.transport.close()
-            return
-        if self.buffer:
-            self._answer_buffered()  # requests that arrived while this one was leaving
-        if self.eof and not self.busy and self.transport.get_protocol() is self:
-            self.transport.close()  # the client sent its last request and has every answer
+
+    def _on_writable(self) -> None:
+        """Room in the socket for a response that did not fit: send on, then the requests queued behind it."""
+        self._pump()
+        if not self.busy and self.transport.get_protocol() is self:
+            self._answer_buffered()
 
     def _on_timer(self) -> None:
         """Close an idle connection, or cut a download its client stopped reading, after the timeout."""

@@ -118,6 +118,20 @@ async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(ser
     writer.close()
 
 
+async def test_a_long_pipeline_is_answered_whole(server, stored):
+    """Thousands of requests in one write (small answers, sent at once): every one is answered, in order."""
+    data, h = stored
+    count = 3000
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"".join(request("HEAD", f"/hash/{h}", headers=f"X-Request-ID: p{n}\r\n") for n in range(count)))
+    for n in range(count):
+        status_line, headers, _ = await read_full(reader, head=True)
+        assert (status_line, headers["x-request-id"], headers["content-length"]) == ("HTTP/1.1 200 OK", f"p{n}", str(len(data)))
+    writer.write(request("GET", f"/hash/{h}"))
+    assert (await read_full(reader))[2] == data
+    writer.close()
+
+
 async def test_an_upload_after_downloads_on_one_connection(server, stored):
     """The hand-over gives aiohttp the socket untouched: the upload thread reads the body from it."""
     data, h = stored
