@@ -63,7 +63,7 @@ class TailsFileResponse(web.StreamResponse):
         tag = stored.tails_hash.value
         self.headers[hdrs.ETAG] = f'"{tag}"'
         self.headers[hdrs.CACHE_CONTROL] = CACHE_FOREVER
-        self.headers[hdrs.LAST_MODIFIED] = _http_date(int(stored.mtime))
+        self.headers[hdrs.LAST_MODIFIED] = http_date(int(stored.mtime))
         if (if_match := request.if_match) is not None and not _matches(tag, if_match, weak=False):
             return await self._empty(request, 412)
         if_none_match = request.if_none_match
@@ -169,7 +169,7 @@ class TailsFileResponse(web.StreamResponse):
 
 
 @functools.lru_cache(maxsize=1024)
-def _http_date(timestamp: int) -> str:
+def http_date(timestamp: int) -> str:
     """Last-Modified for a file time: files never change, so each is formatted once."""
     return formatdate(timestamp, usegmt=True)
 

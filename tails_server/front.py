@@ -24,13 +24,12 @@ import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 from . import logs, metrics
-from .downloads import CACHE_FOREVER, CORK_ABOVE, SMALL_BODY, _http_date
+from .downloads import CACHE_FOREVER, CORK_ABOVE, SMALL_BODY, http_date
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
 from .storage import Name
 from .storage.local import LocalFile, LocalStorage
 
-LOGGER = logging.getLogger(__name__)
 BY_HASH, BY_ID = "/hash/{tails_hash}", "/{rev_reg_id}"  # the routes' canonical paths, as metrics label them
 _TERMINATOR = b"\r\n\r\n"
 _METHODS = (b"GET ", b"HEAD ")
@@ -236,6 +235,7 @@ class FrontDoor(asyncio.Protocol):
             self.transport.close()
 
     def _release(self) -> None:
+        self.head.parser = None  # the parser holds the head for its callbacks: no cycle left behind
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -351,7 +351,7 @@ class FrontDoors:
             f"X-Request-ID: {request_id}\r\n"
             f'Etag: "{stored.tails_hash.value}"\r\n'
             f"Cache-Control: {CACHE_FOREVER}\r\n"
-            f"Last-Modified: {_http_date(int(stored.mtime))}\r\n"
+            f"Last-Modified: {http_date(int(stored.mtime))}\r\n"
             "Content-Type: application/octet-stream\r\n"
             f"Content-Length: {stored.size}\r\n"
             "Accept-Ranges: bytes\r\n"
