@@ -14,6 +14,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import random_tails, raw_request, read_response, tiny_window_get, wait_for
 
 from tails_server.front import BY_HASH, BY_ID
@@ -305,3 +307,49 @@ async def test_a_missing_file_is_aiohttps_404(server):
     assert (await read_response(reader))[0] == 404
     assert (await read_response(reader))[0] == 200
     writer.close()
+
+
+@pytest.fixture(scope="module")
+def plain_file(server) -> tuple[bytes, str]:
+    data, h = random_tails(600)  # 75 KiB: sent with sendfile
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        assert sock.makefile("rb").readline().split()[1] in (b"200", b"409")
+    return data, h
+
+
+def read_sync(stream, head: bool) -> tuple[bytes, bytes]:
+    """Status code and body of one response from a blocking socket's file."""
+    status = stream.readline().split()[1]
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, b"" if head else stream.read(length)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=1, max_value=10_000), max_size=12), hand_over=st.booleans())
+def test_a_pipeline_cut_anywhere_gets_every_answer(server, plain_file, cuts, hand_over):
+    """However the bytes of a pipeline arrive, each request gets its own answer, in order."""
+    data, h = plain_file
+    pipeline = [
+        (request("GET", f"/hash/{h}"), b"200", data),
+        (request("HEAD", f"/hash/{h}", headers="Connection: keep-alive\r\n"), b"200", b""),
+        (request("GET", f"/hash/{h}", headers="X-Request-ID: cut\r\n"), b"200", data),
+    ]
+    if hand_over:  # a request only aiohttp answers, and plain ones behind it
+        pipeline[1:1] = [(request("GET", f"/hash/{h}", headers="Range: bytes=0-2\r\n"), b"206", data[:3])]
+    raw = b"".join(r for r, _, _ in pipeline)
+    points = sorted({c % len(raw) for c in cuts} - {0}) + [len(raw)]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = 0
+        for point in points:
+            sock.sendall(raw[start:point])
+            start = point
+            time.sleep(0.002)  # separate reads on the server, most of the time
+        stream = sock.makefile("rb")
+        for raw_request_, status, body in pipeline:
+            assert read_sync(stream, head=raw_request_.startswith(b"HEAD")) == (status, body)
