@@ -32,8 +32,17 @@ FLUSH_INTERVAL = 0.2
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_ID_PREFIX = secrets.token_hex(12)  # imported after fork(): every worker has its own
+_ID_PREFIX = secrets.token_hex(12)
 _ID_COUNTER = itertools.count()
+
+
+def _new_request_ids() -> None:
+    """A forked worker makes ids of its own: this module is imported before the workers are forked."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = secrets.token_hex(12), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_request_ids)
 ACCESS = logging.getLogger("aiohttp.access")  # aiohttp's access logger, which the front door writes to as well
 
 

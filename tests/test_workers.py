@@ -76,3 +76,20 @@ def test_workers_that_cannot_bind_make_the_server_exit(tmp_path):
         )
     assert result.returncode == 1
     assert "right after starting" in result.stderr
+
+
+async def test_request_ids_made_by_two_workers_never_repeat(new_server):
+    """Each worker makes its own ids (the module that makes them is loaded before the fork)."""
+    proc = new_server("--workers", "2")
+    data, h = random_tails(100)
+    ids = set()
+    for _ in range(40):  # a new connection each time: SO_REUSEPORT spreads them over both workers
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+        for target in (f"/hash/{h}", "/livez"):  # the front door's 404 hand-over, then aiohttp's own route
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            ids.add(next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("x-request-id:")))
+            length = int(next(line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("content-length:")))
+            await reader.readexactly(length)
+        writer.close()
+    assert len(ids) == 80
