@@ -28,6 +28,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REQUEST_ID_HEADER = "X-Request-ID"
 FLUSH_INTERVAL = 0.2
+ACCESS = logging.getLogger("aiohttp.access")  # aiohttp's access logger, which the front door writes to as well
 
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -43,7 +44,6 @@ def _new_request_ids() -> None:
 
 
 os.register_at_fork(after_in_child=_new_request_ids)
-ACCESS = logging.getLogger("aiohttp.access")  # aiohttp's access logger, which the front door writes to as well
 
 
 def request_id(offered: str | None) -> str:
