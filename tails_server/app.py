@@ -15,16 +15,15 @@ from .downloads import serve
 from .errors import NotFound, TailsError
 from .health import Health
 from .ids import RevRegId, TailsHash
-from .index import StoreIndex
+from .index import Catalog, Follower, IndexRoutes
 from .ledger import LedgerClient
 from .socket_body import CLOSES_CONNECTION
-from .storage import ID, Name, Storage, open_storage
+from .storage import Name, Storage, open_storage
 from .trust import TrustedLedgers
 from .uploads import Uploads
 
 LOGGER = logging.getLogger(__name__)
 STORAGE = web.AppKey("storage", Storage)
-MAX_MATCH_LENGTH = 512
 WORKER_THREADS = 32
 
 
@@ -83,8 +82,9 @@ def _detail(exc: TailsError) -> str:
 class TailsRoutes:
     """One handler per route; each parses its path once and delegates."""
 
-    def __init__(self, storage: Storage, uploads: Uploads, admin: ApiKeys | None, stall_timeout: float) -> None:
+    def __init__(self, storage: Storage, catalog: Catalog, uploads: Uploads, admin: ApiKeys | None, stall_timeout: float) -> None:
         self.storage = storage
+        self.catalog = catalog
         self.uploads = uploads
         self.admin = admin  # set only with --allow-delete
         self.stall_timeout = stall_timeout  # a download whose client takes nothing this long is cut off
@@ -96,7 +96,6 @@ class TailsRoutes:
             web.get("/openapi.json", self.openapi),
             web.get("/hash/{tails_hash}", self.get_by_hash, allow_head=True),
             web.put("/hash/{tails_hash}", self.put_by_hash),
-            web.get("/match/{substring:.*}", self.match),
             web.get("/{rev_reg_id:.+}", self.get_by_id, allow_head=True),
             web.put("/{rev_reg_id:.+}", self.put_by_id),
         ] + ([
@@ -136,19 +135,13 @@ class TailsRoutes:
         """Admin: remove a file and every registry id that points at it."""
         tails_hash = TailsHash.parse(request.match_info["tails_hash"])
         await self.admin.check(request, "Deletions")
-        return _deleted(await self.storage.delete(tails_hash), request)
+        return _deleted(await self.catalog.delete(tails_hash), request)
 
     async def delete_by_id(self, request: web.Request) -> web.Response:
         """Admin: remove a registry id (its file stays if stored by hash or for other ids)."""
         rev_reg_id = _rev_reg_id(request)
         await self.admin.check(request, "Deletions")
-        return _deleted(await self.storage.delete(rev_reg_id), request)
-
-    async def match(self, request: web.Request) -> web.Response:
-        """Stored registry ids containing a substring (ids only, never server paths)."""
-        substring = request.match_info["substring"][:MAX_MATCH_LENGTH]
-        ids = sorted(str(entry.name) for entry in await self.storage.list(ID))
-        return web.json_response([i for i in ids if substring in i])
+        return _deleted(await self.catalog.delete(rev_reg_id), request)
 
     async def _send(self, request: web.Request, name: Name) -> web.StreamResponse:
         """Prepared here, inside the error middleware: a store failing before the headers is a 503."""
@@ -179,6 +172,8 @@ def _deleted(existed: bool, request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """Wire storage, ledger and uploads into an application (storage is prepared on startup)."""
     storage = open_storage(settings.storage_path, settings.storage, settings.s3_endpoint_url, settings.s3_cache_size)
+    catalog = Catalog(storage, settings.index_file)
+    follower = Follower(catalog, settings.index_sync_interval, settings.index_rescan_interval)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     uploads = Uploads(
         storage,
@@ -189,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.min_free_space,
         TrustedLedgers.load(settings.ledgers),
         settings.max_uploads,
+        catalog.publish,
     )
     keys = ApiKeys(settings.api_key_hashes)
     app = web.Application(
@@ -196,11 +192,13 @@ def create_app(settings: Settings) -> web.Application:
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
     app[STORAGE] = storage  # the front door serves plain downloads from it too
-    app.add_routes(Health(storage, ledger).table())  # fixed paths before the catch-all id routes
-    app.router.add_get("/index.json", StoreIndex(storage).handle)
+    app.add_routes(Health(storage, ledger, catalog).table())  # fixed paths before the catch-all id routes
+    app.add_routes(IndexRoutes(catalog).table())
     metrics.install(app, storage, ledger)
     admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
-    app.add_routes(TailsRoutes(storage, uploads, admin, settings.idle_timeout).table())
+    app.add_routes(TailsRoutes(storage, catalog, uploads, admin, settings.idle_timeout).table())
+
+    background: list[asyncio.Task] = []
 
     async def startup(_app: web.Application) -> None:
         # Worker threads hash, write and fsync uploads and wait on locks: enough of them that a
@@ -208,14 +206,21 @@ def create_app(settings: Settings) -> web.Application:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "tails-io"))
         LedgerClient.configure(settings.ledger_timeout)
         await storage.start()
-        LOGGER.info("storing tails files in %s", storage.describe())
+        catalog.open()
+        LOGGER.info("storing tails files in %s; index in %s", storage.describe(), settings.index_file)
+        background.append(asyncio.create_task(follower.run()))
 
     async def shutdown(_app: web.Application) -> None:
         uploads.stop_event_loop_bodies()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await follower.stop()
 
     async def cleanup(_app: web.Application) -> None:
         uploads.threads.shutdown(wait=False)
         await ledger.close()
+        await asyncio.get_running_loop().run_in_executor(None, catalog.close)
         await storage.close()
 
     app.on_startup.append(startup)

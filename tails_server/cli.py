@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hash-api-key"]:
         return hash_api_key(args[1:])
-    if args[:1] in (["verify"], ["import"]):
+    if args[:1] in (["verify"], ["import"], ["reindex"]):
         return maintain(args[0], args[1:])
     if args[:1] == ["upload"]:
         return client.upload(args[1:])
@@ -80,7 +80,7 @@ def hash_api_key(args: list[str]) -> int:
 
 
 def maintain(command: str, args: list[str]) -> int:
-    """`tails-server verify [--quarantine]` and `tails-server import DIR`; exit 1 when anything is bad."""
+    """`tails-server verify [--quarantine]`, `import DIR` and `reindex`; exit 1 when anything is bad."""
     parser = argparse.ArgumentParser(prog=f"tails-server {command}")
     parser.add_argument("--storage-path", default=os.environ.get(ENV_PREFIX + "STORAGE_PATH", "tails-files"),
                         help=f"The server's storage directory [env {ENV_PREFIX}STORAGE_PATH; default %(default)s]")
@@ -88,9 +88,13 @@ def maintain(command: str, args: list[str]) -> int:
                         help=f"The server's S3 storage, s3://BUCKET/PREFIX, instead [env {ENV_PREFIX}STORAGE]")
     parser.add_argument("--s3-endpoint-url", default=os.environ.get(ENV_PREFIX + "S3_ENDPOINT_URL"),
                         help=f"S3 endpoint for stores other than AWS [env {ENV_PREFIX}S3_ENDPOINT_URL]")
+    parser.add_argument("--index-path", default=os.environ.get(ENV_PREFIX + "INDEX_PATH"),
+                        help=f"The server's index file [env {ENV_PREFIX}INDEX_PATH; default STORAGE_PATH/.index/index.sqlite3]")
     if command == "verify":
         parser.description = "Re-hash every stored file against its name and check every registry id link."
         parser.add_argument("--quarantine", action="store_true", help="Move bad files to .quarantine/ and remove their ids.")
+    elif command == "reindex":
+        parser.description = "Rebuild the metadata index from the store alone (a running server may go on serving)."
     else:
         parser.description = "Import a reference server's storage: files named by tails hash (checked) or by registry id."
         parser.add_argument("source", type=Path, help="The directory to import (its hash/ subdirectory too).")
@@ -100,14 +104,18 @@ def maintain(command: str, args: list[str]) -> int:
         storage = open_storage(Path(options.storage_path), options.storage, options.s3_endpoint_url)
     except ValueError as exc:
         parser.error(str(exc))
+    index_file = Settings(storage_path=Path(options.storage_path), index_path=Path(options.index_path) if options.index_path else None).index_file
     try:
         if command == "verify":
-            report = maintenance.verify(storage, options.quarantine)
+            report = maintenance.verify(storage, index_file, options.quarantine)
             report.print("verified")
+        elif command == "reindex":
+            report = maintenance.reindex(storage, index_file)
+            print(f"indexed {', '.join(report.ok)}")
         else:
             if not options.source.is_dir():
                 parser.error(f"not a directory: {options.source}")
-            report = maintenance.import_directory(storage, options.source, options.max_tails_size)
+            report = maintenance.import_directory(storage, index_file, options.source, options.max_tails_size)
             report.print("imported")
     except TailsError as exc:  # the store is unusable: say why, no traceback
         print(f"{command}: {exc.reason}", file=sys.stderr)

@@ -48,6 +48,14 @@ class Settings:
     admin_key_hashes: list[str] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    index_path: Path | None = None
+    index_sync_interval: float = 5.0
+    index_rescan_interval: float = 86400.0
+
+    @property
+    def index_file(self) -> Path:
+        """The index's SQLite file: by default beside the uploads being received, on this host's disk."""
+        return self.index_path or self.storage_path / ".index" / "index.sqlite3"
 
     @property
     def scheme(self) -> str:
@@ -156,6 +164,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
+    option("--index-path", "SQLite file of the metadata index behind /match and /index.json (rebuilt from the store when missing). Servers on other hosts sharing one store each need their own, on local disk.", None)
+    option("--index-sync-interval", "Seconds between reads of the store's change journal: uploads through other servers sharing the store appear in listings within this plus a few seconds.", defaults.index_sync_interval, type=_positive(float))
+    option("--index-rescan-interval", "Seconds between full scans of the store that repair the index from it (0: never).", defaults.index_rescan_interval, type=float)
     option("--pool-cache-size", "Ledger pools kept open for reuse, keyed by genesis content.", defaults.pool_cache_size, type=_positive(int))
     return parser
 
@@ -206,6 +217,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         parser.error("--allow-delete needs at least one --admin-key-hash")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         parser.error("--tls-cert and --tls-key go together")
+    values["index_path"] = Path(values["index_path"]) if values["index_path"] else None
+    if values["index_rescan_interval"] < 0:
+        parser.error("--index-rescan-interval must be 0 or more")
     for key in ("tls_cert", "tls_key"):
         values[key] = Path(values[key]) if values[key] else None
     settings = Settings(**values)

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from . import __version__
+from .index import Catalog
 from .ledger import LedgerClient
 from .storage import Storage
 
@@ -14,9 +15,10 @@ from .storage import Storage
 class Health:
     """`/livez` answers while the process serves; `/readyz` and `/status` also check storage."""
 
-    def __init__(self, storage: Storage, ledger: LedgerClient) -> None:
+    def __init__(self, storage: Storage, ledger: LedgerClient, catalog: Catalog) -> None:
         self.storage = storage
         self.ledger = ledger
+        self.catalog = catalog
 
     def table(self) -> list[web.AbstractRouteDef]:
         return [
@@ -30,9 +32,18 @@ class Health:
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready when uploads can be stored and files read."""
+        """Ready when uploads can be stored and files read; the text also says where the index is.
+
+        An index still being built does not make the server unready: downloads and uploads work,
+        only the listings wait for it.
+        """
         problem = await self.storage.problem()
-        return web.Response(status=503 if problem else 200, text=problem or "ok")
+        if problem:
+            return web.Response(status=503, text=problem)
+        progress = self.catalog.progress
+        if progress.state == "ready":
+            return web.Response(text="ok")
+        return web.Response(text=f"ok; index {progress.state}: {progress.scanned} names scanned")
 
     async def status(self, request: web.Request) -> web.Response:
         """Storage (writable, free bytes), cached ledger pools and the version, as JSON."""
@@ -43,8 +54,20 @@ class Health:
             "version": __version__,
             "storage": {"backend": self.storage.kind, "writable": problem is None, "problem": problem, "free_bytes": free},
             "ledger": {"cached_pools": self.ledger.cached_pools},
+            "index": await self._index(),
         }
         return web.json_response(document, status=503 if problem else 200)
+
+
+    async def _index(self) -> dict:
+        progress = self.catalog.progress
+        document = {"state": progress.state, "scanned": progress.scanned, "problem": progress.error,
+                    "last_sync": progress.last_sync}
+        try:
+            document.update(await self.catalog.counts())
+        except Exception as exc:  # noqa: BLE001 - an unreadable index file is reported, not raised
+            document["problem"] = f"index unreadable: {exc}"
+        return document
 
 
 def free_bytes_or_none(storage: Storage) -> int | None:

@@ -1,10 +1,12 @@
-"""Offline storage work: `tails-server verify` (re-hash everything) and `tails-server import DIR`."""
+"""Offline storage work: `tails-server verify` (re-hash everything), `import DIR` and `reindex`.
+
+Each goes through the catalog, so the index and other servers learn of what changed."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from tqdm import tqdm
 
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
+from .index import Catalog, Follower
 from .storage import HASH, ID, Storage
+from .storage.base import Listed
 from .tails import FormatCheck, TailsReceiver
 
 CHUNK = 1 << 20
@@ -36,23 +40,46 @@ def _progress(items: list, what: str) -> Iterable:
     return tqdm(items, desc=what, unit="file", disable=not sys.stderr.isatty())
 
 
-def verify(storage: Storage, quarantine: bool) -> Report:
+def verify(storage: Storage, index_file: Path, quarantine: bool) -> Report:
     """Re-hash every stored file against its name; check that every id resolves; optionally quarantine."""
-    return asyncio.run(_with_storage(storage, _verify, quarantine))
+    return asyncio.run(_with_catalog(storage, index_file, _verify, quarantine))
 
 
-async def _with_storage(storage: Storage, work, *args) -> Report:
+def reindex(storage: Storage, index_file: Path) -> Report:
+    """Rebuild the index from the store alone (a running server may go on serving meanwhile)."""
+    return asyncio.run(_with_catalog(storage, index_file, _reindex))
+
+
+async def _with_catalog(storage: Storage, index_file: Path, work, *args) -> Report:
     report = Report()
     await storage.start()
+    catalog = Catalog(storage, index_file)
     try:
-        await work(storage, report, *args)
+        catalog.open()
+        await work(catalog, report, *args)
     finally:
+        catalog.close()
         await storage.close()
     return report
 
 
-async def _verify(storage: Storage, report: Report, quarantine: bool) -> None:
-    for entry in _progress(await storage.list(HASH), "verifying"):
+async def _reindex(catalog: Catalog, report: Report) -> None:
+    await Follower(catalog, 0, 0).rescan()
+    counts = await catalog.counts()
+    report.ok.extend([f"{counts['files']} files", f"{counts['ids']} registry ids"])
+
+
+async def _each_entry(storage: Storage, prefix: str, what: str) -> AsyncIterator[Listed]:
+    with tqdm(desc=what, unit="file", disable=not sys.stderr.isatty()) as bar:
+        async for batch in storage.scan(prefix):
+            for entry in batch:
+                yield entry
+            bar.update(len(batch))
+
+
+async def _verify(catalog: Catalog, report: Report, quarantine: bool) -> None:
+    storage = catalog.storage
+    async for entry in _each_entry(storage, HASH, "verifying"):
         stored = await storage.open(entry.name)
         if stored is None:  # removed meanwhile
             continue
@@ -70,20 +97,21 @@ async def _verify(storage: Storage, report: Report, quarantine: bool) -> None:
             continue
         report.bad.append(f"{HASH}/{entry.tails_hash}: {problem}")
         if quarantine:
-            await storage.quarantine(entry.tails_hash)
-    for entry in await storage.list(ID):
+            await catalog.quarantine(entry.tails_hash)
+    async for entry in _each_entry(storage, ID, "checking ids"):
         if await storage.stat(entry.name) is None:
             report.bad.append(f"{ID}/{entry.name.storage_name}: points at a missing file")
             if quarantine:
-                await storage.delete(entry.name)
+                await catalog.delete(entry.name)
 
 
-def import_directory(storage: Storage, source: Path, max_size: int) -> Report:
+def import_directory(storage: Storage, index_file: Path, source: Path, max_size: int) -> Report:
     """Publish a reference server's files: named by hash (checked) or by registry id (format only)."""
-    return asyncio.run(_with_storage(storage, _import, source, max_size))
+    return asyncio.run(_with_catalog(storage, index_file, _import, source, max_size))
 
 
-async def _import(storage: Storage, report: Report, source: Path, max_size: int) -> None:
+async def _import(catalog: Catalog, report: Report, source: Path, max_size: int) -> None:
+    storage = catalog.storage
     candidates = [p for p in sorted(source.iterdir()) if p.is_file()]
     if (source / HASH).is_dir():
         candidates += [p for p in sorted((source / HASH).iterdir()) if p.is_file()]
@@ -103,16 +131,16 @@ async def _import(storage: Storage, report: Report, source: Path, max_size: int)
             report.skipped.append(f"{name}: already stored")
             continue
         try:
-            actual = await _publish(storage, path, tails_hash, rev_reg_id, max_size)
+            actual = await _publish(catalog, path, tails_hash, rev_reg_id, max_size)
         except BadRequest as exc:
             report.bad.append(f"{name}: {exc.reason}")
             continue
         report.ok.append(f"{name} ({actual})")
 
 
-async def _publish(storage: Storage, path: Path, tails_hash: TailsHash | None, rev_reg_id: RevRegId | None, max_size: int) -> TailsHash:
+async def _publish(catalog: Catalog, path: Path, tails_hash: TailsHash | None, rev_reg_id: RevRegId | None, max_size: int) -> TailsHash:
     """The server's own pipeline: stream to a temp file, hash, check, publish without overwriting."""
-    temp = storage.temp_file()
+    temp = catalog.storage.temp_file()
     receiver = TailsReceiver(temp, max_size)
     try:
         with open(path, "rb") as file:
@@ -121,7 +149,7 @@ async def _publish(storage: Storage, path: Path, tails_hash: TailsHash | None, r
         actual = await receiver.finish()
         if tails_hash is not None and actual != tails_hash:
             raise BadRequest("content does not match its hash")
-        await storage.put_if_absent(tails_hash or rev_reg_id, temp, actual)
+        await catalog.publish(tails_hash or rev_reg_id, temp, actual)
         return actual
     finally:
         await receiver.abort()

@@ -22,11 +22,12 @@ from .ledger import LedgerClient
 from .metrics import LEDGER_LATENCY
 from .parts import LastPart, part_name, stream_chunk
 from .socket_body import CLOSES_CONNECTION, SocketBody
-from .storage import Name, Storage
+from .storage import Name, Storage, TempFile
 from .tails import TailsReceiver
 from .trust import FIRST_NOT_GENESIS, TrustedLedgers
 
 LOGGER = logging.getLogger(__name__)
+Publish = Callable[[Name, TempFile, TailsHash], Awaitable[bool]]  # store a verified temp file; False if the name exists
 
 READ_SIZE = 1 << 18
 # aiohttp's part reader holds back one read to look for the boundary: small reads let a short
@@ -176,8 +177,10 @@ class Uploads:
         min_free_space: int = 0,
         trusted: TrustedLedgers | None = None,
         max_uploads: int = 64,
+        publish: Publish | None = None,
     ) -> None:
         self.storage = storage
+        self.publish = publish or storage.put_if_absent  # the catalog's, so the index learns of it
         self.ledger = ledger
         self.max_tails_size = max_tails_size
         self.max_genesis_size = max_genesis_size
@@ -327,7 +330,7 @@ class Uploads:
                 actual = await receiver.finish()
                 if actual != await expected:
                     raise BadRequest(HASH_MISMATCH)
-                if not await self.storage.put_if_absent(name, temp, actual):
+                if not await self.publish(name, temp, actual):
                     raise Conflict(ALREADY_STORED)
                 return actual
         finally:

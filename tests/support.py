@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -105,7 +107,26 @@ class ServerProcess:
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "tails_server", *self.args], stdout=log, stderr=log, cwd=self.cwd, env=env)
         self.wait_until_up(self.url, self.proc, timeout, self.log, self.ssl_context)
+        self.wait_index_ready(timeout)
         return self
+
+    def index_state(self) -> dict:
+        """The "index" part of GET /status."""
+        try:
+            with urllib.request.urlopen(self.url + "/status", timeout=5, context=self.ssl_context) as resp:
+                return json.loads(resp.read())["index"]
+        except urllib.error.HTTPError as exc:  # 503: storage unusable, the document still says
+            return json.loads(exc.read())["index"]
+
+    def wait_index_ready(self, timeout: float = 30) -> bool:
+        """Until the index is built (listings answer) or reports a problem; bounded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.index_state()
+            if state["state"] == "ready" or state["problem"]:
+                return state["state"] == "ready"
+            time.sleep(0.05)
+        return False
 
     @staticmethod
     def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30, log=lambda: "", ssl_context=None) -> None:

@@ -43,7 +43,7 @@ async def test_a_failing_store_is_503_for_reads_writes_and_readiness(problem, se
     await expect(http, "HEAD", proc.url + registry.path, 503)
     await expect(http, "PUT", f"{proc.url}/hash/{h}", 503, "Object storage", data=data, headers=OCTETS)
     await expect(http, "PUT", proc.url + registry.path, 503, "Object storage", data=id_upload(ledger.genesis_text, registry.tails))
-    await expect(http, "GET", proc.url + "/index.json", 503, "Object storage")
+    await expect(http, "GET", proc.url + "/index.json", 503, "The index is not built yet: Object storage")
     assert proc.view.temp_files() == []
     assert ACCESS_KEY not in proc.log() and "not-the-secret" not in proc.log()  # credentials never logged
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..ids import RevRegId, TailsHash
+from .journal import Journal
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ class Entry:
     tails_hash: TailsHash
     size: int | None = None  # None in listings of ids: the file's own entry has it
     mtime: float | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A name found by a scan of the store; an id's hash is None when only reading it can tell (see pointer_tag)."""
+
+    name: Name
+    tails_hash: TailsHash | None
+    size: int | None = None  # files only
+    mtime: float | None = None
+    tag: str | None = None  # ids on S3: the pointer object's ETag
 
 
 class StoredFile(ABC):
@@ -142,6 +154,7 @@ class Storage(ABC):
     """Where tails files live. Every name is created at most once and is never seen partial."""
 
     spool: Spool
+    journal: Journal  # notes of changed names, for other instances' indexes
     kind: str  # "local" or "s3", for /status
 
     @abstractmethod
@@ -180,16 +193,20 @@ class Storage(ABC):
         """What is stored under a name, or None."""
 
     @abstractmethod
-    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
-        """Entries under HASH or ID whose key part sorts after `after`, in key order."""
+    def scan(self, prefix: str) -> AsyncIterator[list[Listed]]:
+        """Every name under HASH or ID, in batches, in no particular order (for rebuilding an index)."""
+
+    def pointer_tag(self, tails_hash: TailsHash) -> str | None:
+        """How a scan tags an id that names this file, when its listing cannot say the hash itself."""
+        return None
 
     @abstractmethod
     async def delete(self, name: Name) -> bool:
-        """Remove a name (a hash takes every id pointing at it along); False if absent."""
+        """Remove one name; False if absent. The ids of a hash are the caller's to remove first."""
 
     @abstractmethod
     async def quarantine(self, tails_hash: TailsHash) -> None:
-        """Take a bad file out of service, keeping its bytes aside for inspection; its ids go first."""
+        """Take a bad file out of service, keeping its bytes aside; its ids are the caller's to remove first."""
 
 
 def _splice_works(directory: Path) -> bool:

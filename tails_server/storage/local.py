@@ -5,6 +5,7 @@ Layout under the storage root:
   id/<storage name>  a symlink to ../hash/<tailsHash>, one per revocation registry id
   .tmp/              uploads being received (each flock'ed by its writer while alive)
   .locks/            lock files that serialise publishers of one name across processes and hosts
+  .journal/          notes of changed names, read by other servers' indexes (see journal.py)
 
 Several servers may share the root over a filesystem whose flock() and link() work across
 clients (a local disk, JuiceFS, CephFS, NFSv4): the lock files and link()'s EEXIST decide races.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import zlib
@@ -26,13 +28,15 @@ import portalocker
 
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
-from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile, TempFile
+from .base import HASH, ID, QUARANTINE, Entry, Listed, Name, Spool, Storage, StoredFile, TempFile
+from .journal import LocalJournal
 
 LOGGER = logging.getLogger(__name__)
 
 LOCK_STRIPES = 64
 FALLBACK_CHUNK = 1 << 18
-HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR = HASH, ID, ".tmp", ".locks"
+HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR, JOURNAL_DIR = HASH, ID, ".tmp", ".locks", ".journal"
+SCAN_BATCH = 1000
 
 
 class LocalFile(StoredFile):
@@ -67,6 +71,7 @@ class LocalStorage(Storage):
         self.root = Path(root).absolute()
         self.lock_timeout = lock_timeout
         self.spool = Spool(self.root / TMP_DIR)
+        self.journal = LocalJournal(self.root / JOURNAL_DIR)
         self._hash_prefix = f"{self.root}/{HASH_DIR}/"  # downloads build paths by concatenation, not pathlib
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
@@ -126,30 +131,27 @@ class LocalStorage(Storage):
             return None
         return Entry(name, tails_hash, st.st_size, st.st_mtime)
 
-    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
-        return await asyncio.get_running_loop().run_in_executor(None, self._list, prefix, after, limit)
+    async def scan(self, prefix: str) -> AsyncIterator[list[Listed]]:
+        listed = self._scan_hashes() if prefix == HASH else self._scan_ids()
+        loop = asyncio.get_running_loop()
+        while batch := await loop.run_in_executor(None, lambda: list(itertools.islice(listed, SCAN_BATCH))):
+            yield batch
 
-    def _list(self, prefix: str, after: str, limit: int | None) -> list[Entry]:
-        entries: list[Entry] = []
-        if prefix == HASH:
-            for key in sorted(n for n in os.listdir(self.root / HASH_DIR) if n > after):
-                if limit is not None and len(entries) >= limit:
-                    break
-                with contextlib.suppress(BadRequest):
-                    entry = self.stat_now(TailsHash.parse(key))
-                    if entry is not None:  # removed meanwhile (quarantine, admin)
-                        entries.append(entry)
-            return entries
-        for link, target in sorted(self.id_links()):
-            if link.name <= after:
-                continue
-            if limit is not None and len(entries) >= limit:
-                break
+    def _scan_hashes(self) -> Iterator[Listed]:
+        with os.scandir(self.root / HASH_DIR) as entries:
+            for entry in entries:
+                try:
+                    tails_hash, st = TailsHash.parse(entry.name), entry.stat()
+                except (BadRequest, FileNotFoundError):
+                    continue
+                yield Listed(tails_hash, tails_hash, st.st_size, st.st_mtime)
+
+    def _scan_ids(self) -> Iterator[Listed]:
+        for link, target in self.id_links():
             try:
-                entries.append(Entry(RevRegId.from_storage_name(link.name), TailsHash.parse(target)))
+                yield Listed(RevRegId.from_storage_name(link.name), TailsHash.parse(target))
             except (BadRequest, UnicodeDecodeError):
                 LOGGER.warning("ignoring unexpected entry in the id directory: %r", link.name)
-        return entries
 
     def _target(self, rev_reg_id: RevRegId) -> TailsHash | None:
         """The hash an id's symlink points at; anything unexpected counts as absent."""
@@ -188,9 +190,6 @@ class LocalStorage(Storage):
         await self._locked(tails_hash.value, self._move_aside, tails_hash)
 
     def _move_aside(self, tails_hash: TailsHash) -> bool:
-        for link, target in self.id_links():  # ids stop resolving before the file moves
-            if target == tails_hash.value:
-                link.unlink(missing_ok=True)
         (self.root / QUARANTINE).mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.root / HASH_DIR / tails_hash.value, self.root / QUARANTINE / tails_hash.value)
@@ -205,15 +204,10 @@ class LocalStorage(Storage):
         return True
 
     def _unlink_hash(self, tails_hash: TailsHash) -> bool:
-        """Ids first, so none dangles."""
-        if not (self.root / HASH_DIR / tails_hash.value).is_file():
-            return False
-        for link, target in self.id_links():
-            if target == tails_hash.value:
-                link.unlink(missing_ok=True)
-        _fsync_dir(self.root / ID_DIR)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self.root / HASH_DIR / tails_hash.value).unlink()
+        except FileNotFoundError:
+            return False
         _fsync_dir(self.root / HASH_DIR)
         return True
 

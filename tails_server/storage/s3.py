@@ -11,13 +11,11 @@ Uploads are received and verified in a local spool directory first; nothing unve
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,16 +27,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
-from .base import HASH, ID, QUARANTINE, Entry, Name, Spool, Storage, StoredFile, TempFile, key_of
+from .base import HASH, QUARANTINE, Entry, Listed, Name, Spool, Storage, StoredFile, TempFile, key_of
 from .cache import FileCache
+from .s3_journal import S3Journal
 
 LOGGER = logging.getLogger(__name__)
 
 CHUNK = 1 << 18
 MAX_SINGLE_PUT = 5 << 30  # S3's limit for one PutObject
 LIST_PAGE = 1000
-POINTER_CACHE = 100_000
-RESOLVE_CONCURRENCY = 16
 CONFLICT_RETRIES = 3
 SEEN_TTL = 5.0  # seconds a cached download trusts that its name still exists
 SEEN_MAX = 100_000
@@ -112,10 +109,9 @@ class S3Storage(Storage):
         self.bucket, self.prefix = parse_url(url)
         self.endpoint_url = endpoint_url
         self.spool = Spool(spool_dir)
+        self.journal = S3Journal(self, store_errors)
         self.client = None
         self._exit = contextlib.AsyncExitStack()
-        # Pointer objects never change their body, so (key, ETag) → hash is safe to remember.
-        self._pointers: OrderedDict[tuple[str, str], TailsHash] = OrderedDict()
         self._seen: dict[Name, tuple[float, Entry]] = {}  # name -> (trusted until, what the store said)
 
     def describe(self) -> str:
@@ -271,70 +267,29 @@ class S3Storage(Storage):
                     raise
             raise Unavailable("Object storage kept reporting conflicting writes; retry shortly.")
 
-    async def list(self, prefix: str, after: str = "", limit: int | None = None) -> list[Entry]:
+    async def scan(self, prefix: str) -> AsyncIterator[list[Listed]]:
         base = f"{self.prefix}{prefix}/"
-        objects = await self._list_objects(base, after, limit)
-        if prefix == HASH:
-            entries = []
-            for obj in objects:
-                with contextlib.suppress(BadRequest):
-                    tails_hash = TailsHash.parse(obj["Key"][len(base):])
-                    entries.append(Entry(tails_hash, tails_hash, obj["Size"], obj["LastModified"].timestamp()))
-            return entries
-        return await self._resolve_ids(base, objects)
+        start_after = base
+        while True:
+            with store_errors():
+                response = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, StartAfter=start_after, MaxKeys=LIST_PAGE)
+            contents = response.get("Contents", [])
+            if contents:
+                yield [listed for obj in contents if (listed := _listed(prefix, obj["Key"][len(base):], obj)) is not None]
+            if not contents or not response.get("IsTruncated"):
+                return
+            start_after = contents[-1]["Key"]
 
-    async def _list_objects(self, base: str, after: str, limit: int | None) -> list[dict]:
-        found: list[dict] = []
-        start_after = base + after
-        with store_errors():
-            while limit is None or len(found) < limit:
-                page_size = LIST_PAGE if limit is None else min(LIST_PAGE, limit - len(found))
-                response = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, StartAfter=start_after, MaxKeys=page_size)
-                contents = response.get("Contents", [])
-                found.extend(contents)
-                if not contents or not response.get("IsTruncated"):
-                    break
-                start_after = contents[-1]["Key"]
-        return found
-
-    async def _resolve_ids(self, base: str, objects: list[dict]) -> list[Entry]:
-        """Ids with the hash each names: remembered by (key, ETag), read with bounded concurrency."""
-        limit = asyncio.Semaphore(RESOLVE_CONCURRENCY)
-
-        async def resolve(obj: dict) -> Entry | None:
-            try:
-                rev_reg_id = RevRegId.from_storage_name(obj["Key"][len(base):])
-            except (BadRequest, UnicodeDecodeError):
-                LOGGER.warning("ignoring unexpected object under the id prefix: %r", obj["Key"])
-                return None
-            cache_key = (obj["Key"], obj.get("ETag", ""))
-            tails_hash = self._pointers.get(cache_key)
-            if tails_hash is None:
-                async with limit:
-                    tails_hash = await self._pointer(rev_reg_id)
-                if tails_hash is None:
-                    return None
-                self._pointers[cache_key] = tails_hash
-                if len(self._pointers) > POINTER_CACHE:
-                    self._pointers.popitem(last=False)
-            return Entry(rev_reg_id, tails_hash)
-
-        resolved = await asyncio.gather(*(resolve(obj) for obj in objects))
-        return [entry for entry in resolved if entry is not None]
+    def pointer_tag(self, tails_hash: TailsHash) -> str:
+        """An id object's body is the hash, so its listed ETag is the body's MD5 (single PUT, no KMS)."""
+        digest = hashlib.md5(tails_hash.value.encode(), usedforsecurity=False).hexdigest()
+        return f'"{digest}"'
 
     async def delete(self, name: Name) -> bool:
-        if isinstance(name, RevRegId):
-            return await self._delete_key(self._key(name))
-        if await self._probe(self._key(name)) is None:
-            return False
-        for entry in await self.list(ID):  # ids first, so none is left naming a missing file
-            if entry.tails_hash == name:
-                await self._delete_key(self._key(entry.name))
-        await self._delete_key(self._key(name))
-        return True
+        return await self._delete_key(self._key(name))
 
     async def quarantine(self, tails_hash: TailsHash) -> None:
-        """Copied to PREFIX/.quarantine/<hash>, then deleted with its ids."""
+        """Copied to PREFIX/.quarantine/<hash>, then deleted."""
         with store_errors():
             await self.client.copy_object(
                 Bucket=self.bucket, Key=f"{self.prefix}{QUARANTINE}/{tails_hash.value}",
@@ -348,3 +303,15 @@ class S3Storage(Storage):
         with store_errors():
             await self.client.delete_object(Bucket=self.bucket, Key=key)
         return True
+
+
+def _listed(prefix: str, rest: str, obj: dict) -> Listed | None:
+    """What a listed object names; anything not in our layout is skipped with a warning."""
+    try:
+        if prefix == HASH:
+            tails_hash = TailsHash.parse(rest)
+            return Listed(tails_hash, tails_hash, obj["Size"], obj["LastModified"].timestamp())
+        return Listed(RevRegId.from_storage_name(rest), None, tag=obj.get("ETag"))
+    except (BadRequest, UnicodeDecodeError):
+        LOGGER.warning("ignoring unexpected object in the store: %r", obj["Key"])
+        return None

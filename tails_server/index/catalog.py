@@ -1,0 +1,197 @@
+"""The catalog: the store's writes and the index kept in step with them, and the queries on it.
+
+Every publish and deletion goes through here, so the index learns of it at once: a pending
+note is written first, the store is changed, then the index row and a journal note follow.
+If the process dies in between, the pending note tells the next leader what to check.
+The store stays the source of truth: rows are only written for what the store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import Unavailable
+from ..ids import RevRegId, TailsHash
+from ..storage import Name, Storage, TempFile
+from ..storage.base import key_of
+from . import db
+from .db import Row
+
+LOGGER = logging.getLogger(__name__)
+READER_THREADS = 2
+
+
+class IndexUnavailable(Unavailable):
+    """Listings wait for the index to be built (503, retry later)."""
+
+    headers = {"Retry-After": "10"}
+
+
+@dataclass
+class Progress:
+    """Where the background work is, for /readyz and /status."""
+
+    state: str = "starting"  # starting, building, ready
+    scanned: int = 0
+    last_sync: float | None = None  # wall time of the last journal poll that succeeded
+    error: str | None = None
+
+
+class Catalog:
+    """One store's index: its file, the threads that use it, and the store writes that must update it."""
+
+    def __init__(self, storage: Storage, path: Path) -> None:
+        self.storage = storage
+        self.path = path
+        self.progress = Progress()
+        self.origin = ""
+        self._readers = ThreadPoolExecutor(READER_THREADS, "tails-index-read")
+        self._writer = ThreadPoolExecutor(1, "tails-index-write")
+        self._reader_connections: db.ThreadConnections | None = None
+        self._write_connection: db.Writer | None = None
+        self._leader_lock: int | None = None
+
+    # life cycle
+
+    def open(self) -> None:
+        """Create or check the file (blocking; before serving)."""
+        db.create(self.path, self.storage.describe())
+        self._reader_connections = db.ThreadConnections(self.path)
+        self.origin = db.Reader(self.path).meta()["origin"]
+
+    def try_lead(self) -> bool:
+        """Become the one process of this host that follows the store (flock on a file beside the index)."""
+        if self._leader_lock is None:
+            fd = os.open(f"{self.path}.lead", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._leader_lock = fd
+        return True
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.submit(self._close_writer).result()
+        self._writer.shutdown(wait=True)
+        if self._reader_connections is not None:
+            self._reader_connections.close()
+        if self._leader_lock is not None:
+            os.close(self._leader_lock)
+            self._leader_lock = None
+
+    def _close_writer(self) -> None:
+        if self._write_connection is not None:
+            self._write_connection.close()
+
+    # plumbing
+
+    async def read(self, method, *args):
+        """Run a db.Reader method on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: method(self._reader_connections.get(), *args)
+        )
+
+    async def write(self, method, *args, **kwargs):
+        """Run a db.Writer method on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer, lambda: method(self._writer_conn(), *args, **kwargs)
+        )
+
+    def _writer_conn(self) -> db.Writer:
+        if self._write_connection is None:
+            self._write_connection = db.Writer(self.path)
+        return self._write_connection
+
+    async def _record(self, method, *args) -> None:
+        """An index write after the store changed: its failure must not fail the request (a rescan repairs)."""
+        try:
+            await self.write(method, *args)
+        except sqlite3.Error as exc:
+            LOGGER.error("the index could not record a change (the next rescan repairs it): %s", exc)
+
+    async def note(self, keys: list[str]) -> None:
+        """Tell other instances, through the store's journal; a lost note is repaired by their rescans."""
+        try:
+            await self.storage.journal.append(self.origin, keys)
+        except Exception as exc:  # noqa: BLE001 - a hint only: the upload itself succeeded
+            LOGGER.warning("could not write a journal note for other instances: %s", getattr(exc, "reason", exc))
+
+    # writes
+
+    async def publish(self, name: Name, temp: TempFile, tails_hash: TailsHash) -> bool:
+        """Store a verified temp file under `name` (never overwriting) and index it; False if it existed."""
+        names = [tails_hash] if isinstance(name, TailsHash) else [tails_hash, name]
+        values = [n.value for n in names]
+        await self._record(db.Writer.begin, values)
+        try:
+            stored = await self.storage.put_if_absent(name, temp, tails_hash)
+        except BaseException:
+            await self._record(db.Writer.orphan, values)
+            raise
+        size = os.stat(temp.path).st_size
+        rows = [Row(tails_hash.value, tails_hash.value, False, size, time.time(), self.storage.pointer_tag(tails_hash))]
+        if stored and isinstance(name, RevRegId):
+            rows.append(Row(name.value, tails_hash.value, True))
+        await self._record(db.Writer.apply, rows, [], values)
+        await self.note([key_of(n) for n in names])
+        return stored
+
+    async def delete(self, name: Name) -> bool:
+        """Remove a name; a hash takes its registry ids along, first, so none is left naming nothing."""
+        ids = await self.ids_of(name) if isinstance(name, TailsHash) else []
+        return await self._remove(name, ids, self.storage.delete)
+
+    async def quarantine(self, tails_hash: TailsHash) -> None:
+        """Move a bad file aside, after its ids."""
+        await self._remove(tails_hash, await self.ids_of(tails_hash), self.storage.quarantine)
+
+    async def _remove(self, name: Name, ids: list[RevRegId], action) -> bool:
+        names = [*ids, name]
+        values = [n.value for n in names]
+        await self._record(db.Writer.begin, values)
+        try:
+            for rev_reg_id in ids:
+                await self.storage.delete(rev_reg_id)
+            existed = await action(name)
+        except BaseException:
+            await self._record(db.Writer.orphan, values)
+            raise
+        await self._record(db.Writer.apply, [], values, values)
+        await self.note([key_of(n) for n in names])
+        return bool(existed) or existed is None
+
+    # queries
+
+    async def ids_of(self, tails_hash: TailsHash) -> list[RevRegId]:
+        found = await self.read(db.Reader.ids_of, [tails_hash.value])
+        return [RevRegId.parse(value) for value in sorted(found.get(tails_hash.value, []))]
+
+    async def listing(self, method, *args):
+        """A query that needs the whole index: 503 until it is built."""
+
+        def run(reader: db.Reader):
+            meta = reader.meta()
+            if not meta.get("complete"):
+                return None
+            return method(reader, *args)
+
+        result = await self.read(run)
+        if result is None:
+            if self.progress.error:
+                raise IndexUnavailable(f"The index is not built yet: {self.progress.error}")
+            raise IndexUnavailable(f"The index is being built ({self.progress.scanned} names so far); retry shortly.")
+        return result
+
+    async def counts(self) -> dict:
+        meta = await self.read(db.Reader.meta)
+        return {"files": meta["files"], "ids": meta["ids"], "complete": bool(meta["complete"]), "synced_until": meta["synced_until"]}

@@ -1,0 +1,347 @@
+"""The index's SQLite file: every stored name, substring-searchable, in bounded memory.
+
+One row per name (a tails hash or a registry id) in `names`; an FTS5 trigram table over it
+answers substring queries from an index rather than a scan. Every query here costs
+O(log N + answer): pages walk an index from a cursor, never an OFFSET.
+
+Connections are per thread (SQLite's rule) and the page cache per connection is small, so
+memory does not grow with the store. WAL mode lets readers run beside the one writer, and
+several processes of one host (workers) share the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+CACHE_KIB = 8 << 10  # page cache per connection
+BUSY_MS = 10_000  # a writer waits this long for another process's transaction
+MATCH_STEPS = 2_000_000  # SQLite VM steps a /match query may take before it falls back to a window
+SCAN_WINDOW = 50_000  # names a windowed /match examines per request
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names(
+    rowid INTEGER PRIMARY KEY,       -- /match answers in this order (oldest first) and pages by it
+    name TEXT NOT NULL UNIQUE,       -- a tails hash, or a registry id as clients write it
+    hash TEXT NOT NULL,              -- the file the name stands for (a hash stands for itself)
+    is_id INTEGER NOT NULL,
+    size INTEGER, mtime REAL,        -- files only
+    tag TEXT,                        -- files only: how the store lists an id naming this file (S3 ETag)
+    gen INTEGER NOT NULL             -- the full scan that last saw it (see Writer.finish_scan)
+);
+CREATE INDEX IF NOT EXISTS names_by_hash ON names(is_id, hash);
+CREATE INDEX IF NOT EXISTS names_by_tag ON names(tag) WHERE tag IS NOT NULL;
+CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5(
+    name, content='names', content_rowid='rowid', tokenize='trigram case_sensitive 1', detail=none);
+CREATE TRIGGER IF NOT EXISTS names_added AFTER INSERT ON names BEGIN
+    INSERT INTO names_fts(rowid, name) VALUES (new.rowid, new.name);
+    UPDATE meta SET value = value + 1 WHERE key = CASE new.is_id WHEN 1 THEN 'ids' ELSE 'files' END;
+END;
+CREATE TRIGGER IF NOT EXISTS names_removed AFTER DELETE ON names BEGIN
+    INSERT INTO names_fts(names_fts, rowid, name) VALUES ('delete', old.rowid, old.name);
+    UPDATE meta SET value = value - 1 WHERE key = CASE old.is_id WHEN 1 THEN 'ids' ELSE 'files' END;
+END;
+-- Names this host is changing in the store: checked against it if their process died.
+CREATE TABLE IF NOT EXISTS pending(name TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL, since REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_by_name ON pending(name);
+-- Recent deletions: a full scan that listed a name before it was deleted must not bring it back.
+CREATE TABLE IF NOT EXISTS removed(name TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+INITIAL_META = {"schema": SCHEMA_VERSION, "files": 0, "ids": 0, "gen": 0, "complete": 0, "synced_until": ""}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A name as the index holds it."""
+
+    name: str
+    tails_hash: str
+    is_id: bool
+    size: int | None = None
+    mtime: float | None = None
+    tag: str | None = None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the settings every user of the file needs."""
+    conn = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # survives a killed process; the store is the truth after a power loss
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    conn.execute("PRAGMA temp_store=FILE")
+    return conn
+
+
+def create(path: Path, store: str) -> None:
+    """Make the file and its tables if missing; recreate it if it belongs to another store or schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        with _transaction(conn):
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            for key, value in {**INITIAL_META, "store": store, "origin": os.urandom(6).hex()}.items():
+                conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            found = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('schema', 'store')").fetchall())
+        if found != {"schema": SCHEMA_VERSION, "store": store}:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            create(path, store)
+    finally:
+        conn.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The script's statements one by one (triggers hold semicolons of their own)."""
+    pending = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        pending += line + "\n"
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Reader:
+    """Queries; one per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.execute("PRAGMA query_only=1")
+
+    def meta(self) -> dict:
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def match(self, substring: str, after: int, limit: int) -> tuple[list[str], int | None]:
+        """Names containing `substring` with rowid > `after`, and the cursor to go on from (None at the end).
+
+        Three or more characters use the trigram index. Shorter ones, and queries whose trigrams
+        are all common but rarely adjacent, examine a window of SCAN_WINDOW names instead, so one
+        request never walks the whole index; the cursor then points past the window.
+        """
+        if len(substring) >= 3:
+            pattern = "*" + "".join(f"[{c}]" if c in "*?[" else c for c in substring) + "*"
+            rows = self._bounded(
+                "SELECT rowid, name FROM names_fts WHERE name GLOB ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                (pattern, after, limit + 1),
+            )
+            if rows is not None:
+                return _page(rows, limit)
+            window = "SELECT rowid, name FROM names_fts WHERE name GLOB ? AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+            args: tuple = (pattern,)
+        else:
+            window = "SELECT rowid, name FROM names WHERE instr(name, ?) > 0 AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+            args = (substring,)
+        end = after + SCAN_WINDOW
+        rows = self.conn.execute(window, (*args, after, end, limit + 1)).fetchall()
+        names, cursor = _page(rows, limit)
+        if cursor is None and self.conn.execute("SELECT 1 FROM names WHERE rowid > ? LIMIT 1", (end,)).fetchone():
+            cursor = end  # the window ended before the index did
+        return names, cursor
+
+    def _bounded(self, sql: str, args: tuple) -> list | None:
+        """Rows, or None if the query needed more than MATCH_STEPS steps."""
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1000
+            return steps > MATCH_STEPS
+
+        self.conn.set_progress_handler(count, 1000)
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                return None
+            raise
+        finally:
+            self.conn.set_progress_handler(None, 0)
+
+    def files_after(self, after: str, limit: int) -> list[Row]:
+        """Up to `limit` files whose hash sorts after `after`, in hash order."""
+        rows = self.conn.execute(
+            "SELECT name, size, mtime FROM names WHERE is_id = 0 AND hash > ? ORDER BY hash LIMIT ?", (after, limit)
+        ).fetchall()
+        return [Row(name, name, False, size, mtime) for name, size, mtime in rows]
+
+    def ids_of(self, hashes: Iterable[str]) -> dict[str, list[str]]:
+        """The registry ids naming each hash."""
+        found: dict[str, list[str]] = {}
+        for name, tails_hash in self.conn.execute(
+            "SELECT name, hash FROM names WHERE is_id = 1 AND hash IN (SELECT value FROM json_each(?))",
+            (_json_list(hashes),),
+        ):
+            found.setdefault(tails_hash, []).append(name)
+        return found
+
+    def hashes_for_tags(self, tags: Iterable[str]) -> dict[str, str]:
+        """Which stored file each pointer tag stands for (see Storage.pointer_tag)."""
+        return dict(self.conn.execute(
+            "SELECT tag, hash FROM names WHERE tag IN (SELECT value FROM json_each(?))", (_json_list(tags),)
+        ).fetchall())
+
+    def files_present(self, hashes: Iterable[str]) -> set[str]:
+        return {row[0] for row in self.conn.execute(
+            "SELECT name FROM names WHERE is_id = 0 AND name IN (SELECT value FROM json_each(?))", (_json_list(hashes),)
+        )}
+
+    def pending(self) -> list[tuple[str, int, str]]:
+        return self.conn.execute("SELECT DISTINCT name, pid, started FROM pending").fetchall()
+
+    def rows(self, after: int, limit: int) -> list[tuple[int, Row]]:
+        """Every row in rowid order, for comparisons with the store."""
+        return [
+            (rowid, Row(name, h, bool(is_id), size, mtime, tag))
+            for rowid, name, h, is_id, size, mtime, tag in self.conn.execute(
+                "SELECT rowid, name, hash, is_id, size, mtime, tag FROM names WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+
+class Writer:
+    """Changes; one connection, used by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+
+    def meta(self) -> dict:
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, **values) -> None:
+        with _transaction(self.conn):
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def begin(self, names: list[str]) -> None:
+        """Note that this process is about to change these names in the store."""
+        now, started = time.time(), process_start(os.getpid())
+        with _transaction(self.conn):
+            self.conn.executemany("INSERT INTO pending VALUES (?, ?, ?, ?)", [(n, os.getpid(), started, now) for n in names])
+
+    def apply(self, present: list[Row], absent: list[str], done: list[str] = (), scan_started: float | None = None) -> None:
+        """Record what the store holds: `present` rows stored, `absent` names gone; drop `done` pending notes.
+
+        A full scan passes `scan_started`: names deleted since then stay deleted.
+        """
+        now = time.time()
+        with _transaction(self.conn):
+            gen = self.conn.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()[0]
+            for row in present:
+                if scan_started is not None and self.conn.execute(
+                    "SELECT 1 FROM removed WHERE name = ? AND at >= ?", (row.name, scan_started)
+                ).fetchone():
+                    continue
+                self.conn.execute(
+                    "INSERT INTO names(name, hash, is_id, size, mtime, tag, gen) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, size = coalesce(size, excluded.size), "
+                    "mtime = coalesce(mtime, excluded.mtime), tag = coalesce(excluded.tag, tag), gen = excluded.gen",
+                    (row.name, row.tails_hash, int(row.is_id), row.size, row.mtime, row.tag, gen),
+                )
+            for name in absent:
+                self.conn.execute("DELETE FROM names WHERE name = ?", (name,))
+                self.conn.execute("INSERT OR REPLACE INTO removed VALUES (?, ?)", (name, now))
+            pid = os.getpid()
+            for name in done:
+                self.conn.execute("DELETE FROM pending WHERE rowid IN (SELECT rowid FROM pending WHERE name = ? AND pid = ? LIMIT 1)", (name, pid))
+
+    def orphan(self, names: list[str]) -> None:
+        """This process no longer knows what became of these names: let the repair check them."""
+        with _transaction(self.conn):
+            self.conn.executemany("UPDATE pending SET pid = 0 WHERE name = ? AND pid = ?", [(n, os.getpid()) for n in names])
+
+    def forget_pending(self, name: str, pid: int) -> None:
+        with _transaction(self.conn):
+            self.conn.execute("DELETE FROM pending WHERE name = ? AND pid = ?", (name, pid))
+
+    def start_scan(self) -> int:
+        """A new generation: rows the coming scan neither sees nor gets told of are dropped at its end."""
+        with _transaction(self.conn):
+            self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'gen'")
+            return self.conn.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()[0]
+
+    def finish_scan(self, gen: int, started: float, batch: int = 5000) -> int:
+        """Drop rows of older generations (in batches, so uploads' writes interleave); True when done."""
+        with _transaction(self.conn):
+            stale = [r[0] for r in self.conn.execute("SELECT rowid FROM names WHERE gen < ? LIMIT ?", (gen, batch))]
+            self.conn.executemany("DELETE FROM names WHERE rowid = ?", [(r,) for r in stale])
+            if len(stale) < batch:
+                self.conn.execute("DELETE FROM removed WHERE at < ?", (started - 3600,))
+                self.conn.execute("UPDATE meta SET value = 1 WHERE key = 'complete'")
+        return len(stale)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _page(rows: list, limit: int) -> tuple[list[str], int | None]:
+    if len(rows) > limit:
+        return [name for _, name in rows[:limit]], rows[limit - 1][0]
+    return [name for _, name in rows], None
+
+
+def _json_list(items: Iterable[str]) -> str:
+    import json
+
+    return json.dumps(list(items))
+
+
+def process_start(pid: int) -> str:
+    """When a process started (so a reused pid is not taken for it), or '' if it is not running."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return ""
+        except PermissionError:
+            pass
+        return "?"
+
+
+class ThreadConnections:
+    """One Reader per thread, created on first use and closed together."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[Reader] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Reader:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = Reader(self.path)
+            with self._lock:
+                self._all.append(reader)
+        return reader
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._all:
+                reader.conn.close()
+            self._all.clear()
