@@ -176,3 +176,12 @@ class S3View(LocalView):
 
     def ids(self) -> set[str]:
         return {unquote(name) for name in self._keys("id")}
+
+    def names(self) -> dict[str, str]:
+        hashes = set(self.hashes())
+        found = {h: h for h in hashes}
+        for name in self._keys("id"):
+            pointer = self._get(f"id/{name}")
+            if pointer is not None and pointer.decode() in hashes:
+                found[unquote(name)] = pointer.decode()
+        return found

@@ -62,6 +62,17 @@ class LocalView:
         directory = self.root / "id"
         return {unquote(p.name) for p in directory.iterdir()} if directory.exists() else set()
 
+    def names(self) -> dict[str, str]:
+        """Every stored name (hash or registry id) that resolves, with the hash of its file."""
+        hashes = set(self.hashes())
+        found = {h: h for h in hashes}
+        directory = self.root / "id"
+        for link in directory.iterdir() if directory.exists() else ():
+            target = os.readlink(link).rsplit("/", 1)[-1]
+            if target in hashes:
+                found[unquote(link.name)] = target
+        return found
+
     def overwrite(self, tails_hash: str, data: bytes) -> None:
         """Change stored bytes behind the server's back, as disk rot would."""
         (self.root / "hash" / tails_hash).write_bytes(data)
@@ -110,21 +121,16 @@ class ServerProcess:
         self.wait_index_ready(timeout)
         return self
 
-    def index_state(self) -> dict:
-        """The "index" part of GET /status."""
-        try:
-            with urllib.request.urlopen(self.url + "/status", timeout=5, context=self.ssl_context) as resp:
-                return json.loads(resp.read())["index"]
-        except urllib.error.HTTPError as exc:  # 503: storage unusable, the document still says
-            return json.loads(exc.read())["index"]
-
     def wait_index_ready(self, timeout: float = 30) -> bool:
-        """Until the index is built (listings answer) or reports a problem; bounded."""
+        """Until /readyz says a plain "ok" (the index is built: listings answer) or 503; bounded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.index_state()
-            if state["state"] == "ready" or state["problem"]:
-                return state["state"] == "ready"
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=5, context=self.ssl_context) as resp:
+                    if resp.read() == b"ok":
+                        return True
+            except urllib.error.HTTPError:  # storage unusable: nothing to wait for
+                return False
             time.sleep(0.05)
         return False
 

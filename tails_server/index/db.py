@@ -11,6 +11,7 @@ several processes of one host (workers) share the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CACHE_KIB = 8 << 10  # page cache per connection
 BUSY_MS = 10_000  # a writer waits this long for another process's transaction
@@ -82,7 +84,21 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def create(path: Path, store: str) -> None:
-    """Make the file and its tables if missing; recreate it if it belongs to another store or schema."""
+    """Make the file and its tables if missing; recreate it if unreadable or of another store or schema."""
+    try:
+        _create(path, store)
+    except sqlite3.DatabaseError as exc:  # not a database, or damaged: the store has everything it held
+        LOGGER.warning("index file %s is unusable (%s): rebuilding it from the store", path, exc)
+        _remove(path)
+        _create(path, store)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _create(path: Path, store: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     try:
@@ -93,10 +109,10 @@ def create(path: Path, store: str) -> None:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
             found = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('schema', 'store')").fetchall())
         if found != {"schema": SCHEMA_VERSION, "store": store}:
+            LOGGER.warning("index file %s belongs to another store or version: rebuilding it", path)
             conn.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            create(path, store)
+            _remove(path)
+            _create(path, store)
     finally:
         conn.close()
 
