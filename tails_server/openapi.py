@@ -32,6 +32,7 @@ _READ = {
     "416": _reason("unsatisfiable range"),
     "503": _reason("object storage unavailable (S3 backend); retry"),
 }
+_LISTING_UNAVAILABLE = _reason("the index is still being built (see /status); retry after Retry-After seconds")
 _WRITE = {
     "200": _reason("stored; the body is the tails hash"),
     "400": _reason("a bad request, with its reason"),
@@ -91,7 +92,23 @@ def document() -> dict[str, Any]:
             },
             "/match/{substring}": {
                 "parameters": [{"name": "substring", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "get": {"summary": "Stored registry ids containing a substring", "responses": {"200": {"description": "ids", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}}},
+                "get": {
+                    "summary": "Stored registry ids and tails hashes containing a substring, oldest first, in pages",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                        {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                         "description": "the cursor from a previous answer's Link header"},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "names; when there are more, a `Link: <URL>; rel=\"next\"` header gives the rest",
+                            "headers": {"Link": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}},
+                        },
+                        "400": _reason("bad limit or cursor, or a substring over 512 characters"),
+                        "503": _LISTING_UNAVAILABLE,
+                    },
+                },
             },
             "/index.json": {
                 "get": {
@@ -100,7 +117,8 @@ def document() -> dict[str, Any]:
                         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                         {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
                     ],
-                    "responses": {"200": {"description": "a page; `next` is the cursor for the following one", "content": _JSON}, "400": _reason("bad limit")},
+                    "responses": {"200": {"description": "a page; `next` is the cursor for the following one", "content": _JSON},
+                                  "400": _reason("bad limit or cursor"), "503": _LISTING_UNAVAILABLE},
                 }
             },
             "/metrics": {"get": {"summary": "Prometheus metrics, summed over workers", "responses": {"200": {"description": "text exposition format", "content": _TEXT}}}},

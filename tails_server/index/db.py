@@ -27,6 +27,9 @@ CACHE_KIB = 8 << 10  # page cache per connection
 BUSY_MS = 10_000  # a writer waits this long for another process's transaction
 MATCH_STEPS = 2_000_000  # SQLite VM steps a /match query may take before it falls back to a window
 SCAN_WINDOW = 50_000  # names a windowed /match examines per request
+# Never put in a GLOB pattern: escaping them as classes ([[]) crashed SQLite 3.40's trigram tokenizer
+# (a segfault, found by the API fuzz test); such substrings take the windowed scan.
+GLOB_SPECIAL = "*?[]"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -153,25 +156,21 @@ class Reader:
     def match(self, substring: str, after: int, limit: int) -> tuple[list[str], int | None]:
         """Names containing `substring` with rowid > `after`, and the cursor to go on from (None at the end).
 
-        Three or more characters use the trigram index. Shorter ones, and queries whose trigrams
-        are all common but rarely adjacent, examine a window of SCAN_WINDOW names instead, so one
-        request never walks the whole index; the cursor then points past the window.
+        Three or more characters use the trigram index. Shorter ones, queries whose trigrams are
+        all common but rarely adjacent, and substrings with GLOB's special characters examine a
+        window of SCAN_WINDOW names instead, so one request never walks the whole index; the
+        cursor then points past the window.
         """
-        if len(substring) >= 3:
-            pattern = "*" + "".join(f"[{c}]" if c in "*?[" else c for c in substring) + "*"
+        if len(substring) >= 3 and not any(c in GLOB_SPECIAL for c in substring):
             rows = self._bounded(
                 "SELECT rowid, name FROM names_fts WHERE name GLOB ? AND rowid > ? ORDER BY rowid LIMIT ?",
-                (pattern, after, limit + 1),
+                (f"*{substring}*", after, limit + 1),
             )
             if rows is not None:
                 return _page(rows, limit)
-            window = "SELECT rowid, name FROM names_fts WHERE name GLOB ? AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
-            args: tuple = (pattern,)
-        else:
-            window = "SELECT rowid, name FROM names WHERE instr(name, ?) > 0 AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
-            args = (substring,)
+        window = "SELECT rowid, name FROM names WHERE instr(name, ?) > 0 AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
         end = after + SCAN_WINDOW
-        rows = self.conn.execute(window, (*args, after, end, limit + 1)).fetchall()
+        rows = self.conn.execute(window, (substring, after, end, limit + 1)).fetchall()
         names, cursor = _page(rows, limit)
         if cursor is None and self.conn.execute("SELECT 1 FROM names WHERE rowid > ? LIMIT 1", (end,)).fetchone():
             cursor = end  # the window ended before the index did

@@ -23,7 +23,7 @@ class IndexRoutes:
         self.catalog = catalog
 
     def table(self) -> list[web.AbstractRouteDef]:
-        return [web.get("/index.json", self.files), web.get("/match/{substring:.*}", self.match)]
+        return [web.get("/index.json", self.files), web.get("/match/{substring:(?s:.*)}", self.match)]  # a newline too
 
     async def match(self, request: web.Request) -> web.Response:
         """Stored registry ids and tails hashes containing a substring, oldest first, MATCH_LIMIT at a time.
@@ -34,6 +34,8 @@ class IndexRoutes:
         substring = request.match_info["substring"]
         if len(substring) > MAX_SUBSTRING:
             raise BadRequest(f"The substring may be at most {MAX_SUBSTRING} characters long.")
+        if not substring.isprintable():  # no stored name holds a control character, and SQLite takes UTF-8 only
+            return web.json_response([])
         limit = _bounded_int(request, "limit", MATCH_LIMIT, MAX_MATCH_LIMIT)
         after = _bounded_int(request, "after", 0, 1 << 62, minimum=0)
         names, cursor = await self.catalog.listing(db.Reader.match, substring, after, limit)

@@ -1,0 +1,272 @@
+"""Listings and downloads over stores of growing size, each figure as a ratio to the smallest store.
+
+    python bench/index.py [--sizes 1000,100000,1000000] [--s3 100000] [--requests 400] [--stores DIR]
+
+For each size it generates a store in the documented layout (hash/<tailsHash> files of 130
+bytes and id/<id> symlinks to them; on S3 hash/ and id/ objects), or reuses one from an earlier
+run in --stores. Then it starts a server without an index and times it until /readyz says the
+index is built (cold), measures p50/p99 of one client's requests, restarts it with the index in
+place (warm) and reads the server's RSS. Needs tails-server with its test extras (SeaweedFS for
+--s3). Every load is bounded in count. Writes bench/results/index-latest.json.
+
+Targets (issue: a million registries): every median at 100,000 within 1.5x of the same at
+1,000; at 1,000,000 /match (selective) and an /index.json page p99 <= 20 ms; RSS <= 100 MiB;
+ready within 5 s with an index in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import base58
+import run as bench  # helpers: servers, ports, RSS
+from object_store import AWS_ENV, BUCKET, SeaweedFS  # noqa: E402, I001 - tests/ is on the path once run is imported
+
+ISSUERS = 1000
+READY_BOUND = 1800.0  # s a cold build may take before the run gives up
+
+
+def registry(i: int) -> tuple[bytes, str, str]:
+    """The i-th registry: a 130-byte tails file, its hash, and a legacy registry id."""
+    data = b"\x00\x02" + hashlib.sha512(i.to_bytes(8, "big")).digest() * 2
+    tails_hash = base58.b58encode(hashlib.sha256(data).digest()).decode()
+    did = base58.b58encode(hashlib.sha256(b"issuer%d" % (i % ISSUERS)).digest()[:16]).decode()
+    cred_def = f"{did}:3:CL:{1000 + i % 5000}:default"
+    return data, tails_hash, f"{did}:4:{cred_def}:CL_ACCUM:{i}"
+
+
+def make_local(root: Path, count: int) -> None:
+    """hash/ and id/ as the server lays them out; skipped if a complete one is there."""
+    done = root / ".generated"
+    if done.exists() and done.read_text() == str(count):
+        return
+    (root / "hash").mkdir(parents=True, exist_ok=True)
+    (root / "id").mkdir(exist_ok=True)
+    for i in range(count):
+        data, tails_hash, rev_reg_id = registry(i)
+        path = root / "hash" / tails_hash
+        if not path.exists():
+            path.write_bytes(data)
+        link = root / "id" / quote(rev_reg_id, safe=":")
+        if not link.is_symlink():
+            os.symlink(f"../hash/{tails_hash}", link)
+    done.write_text(str(count))
+
+
+async def make_s3(endpoint: str, prefix: str, count: int) -> None:
+    """The same store as objects (one conditional-free PUT each, 64 at a time)."""
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    for key, value in AWS_ENV.items():
+        os.environ.setdefault(key, value)
+    session = get_session()
+    config = Config(s3={"addressing_style": "path"}, max_pool_connections=64, retries={"max_attempts": 5})
+    async with session.create_client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config) as client:
+        gate = asyncio.Semaphore(64)
+
+        async def put(i: int) -> None:
+            data, tails_hash, rev_reg_id = registry(i)
+            async with gate:
+                await client.put_object(Bucket=BUCKET, Key=f"{prefix}/hash/{tails_hash}", Body=data)
+                await client.put_object(Bucket=BUCKET, Key=f"{prefix}/id/{quote(rev_reg_id, safe=':')}", Body=tails_hash.encode())
+
+        for start in range(0, count, 5000):
+            await asyncio.gather(*(put(i) for i in range(start, min(count, start + 5000))))
+
+
+def percentiles(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {"p50_ms": statistics.median(ordered) * 1000, "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
+
+
+async def wait_ready(port: int, bound: float) -> float:
+    """Seconds until /readyz answers a plain "ok" (the index is built)."""
+    began = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() - began < bound:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if await resp.text() == "ok":
+                        return time.monotonic() - began
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"not ready within {bound} s")
+
+
+async def first_download(port: int, tails_hash: str) -> float:
+    """Seconds until a stored file is served (downloads never wait for the index)."""
+    began = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2000):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/hash/{tails_hash}") as resp:
+                    if resp.status == 200:
+                        await resp.read()
+                        return time.monotonic() - began
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)
+    raise RuntimeError("no download")
+
+
+async def measure(port: int, count: int, requests: int) -> dict:
+    """p50/p99 of one keep-alive client's requests, each kind `requests` times, on random stored names."""
+    rng = random.Random(count)
+    picks = [registry(rng.randrange(count)) for _ in range(requests)]
+    base = f"http://127.0.0.1:{port}"
+    kinds = {
+        "match selective (cred def)": lambda i: f"/match/{quote(picks[i][2].split(':4:')[1].split(':CL_ACCUM:')[0], safe='')}",
+        "match selective (hash part)": lambda i: f"/match/{picks[i][1][5:17]}",
+        "match broad (CL_ACCUM)": lambda i: "/match/CL_ACCUM",
+        "match broad (one character)": lambda i: "/match/a",
+        "index.json first page": lambda i: "/index.json?limit=100",
+        "index.json middle page": lambda i: f"/index.json?limit=100&after={picks[i][1]}",
+        "HEAD /hash": lambda i: f"/hash/{picks[i][1]}",
+        "GET /hash": lambda i: f"/hash/{picks[i][1]}",
+    }
+    results = {}
+    async with aiohttp.ClientSession() as http:
+        for kind, path in kinds.items():
+            method = "HEAD" if kind.startswith("HEAD") else "GET"
+            samples = []
+            for i in range(requests):
+                began = time.perf_counter()
+                async with http.request(method, base + path(i)) as resp:
+                    await resp.read()
+                    assert resp.status == 200, (kind, resp.status, await resp.text())
+                samples.append(time.perf_counter() - began)
+            results[kind] = percentiles(samples)
+        samples = []
+        for _ in range(requests):
+            data = b"\x00\x02" + os.urandom(128)
+            tails_hash = base58.b58encode(hashlib.sha256(data).digest()).decode()
+            began = time.perf_counter()
+            async with http.put(f"{base}/hash/{tails_hash}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+                assert resp.status == 200, await resp.text()
+            samples.append(time.perf_counter() - began)
+        results["PUT /hash"] = percentiles(samples)
+    return results
+
+
+async def one_store(label: str, count: int, storage: Path, extra: list[str], env: dict, requests: int, workdir: Path) -> dict:
+    index = workdir / f"index-{label}.sqlite3"
+    for suffix in ("", "-wal", "-shm", ".lead"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    args = ["--index-path", str(index), "--log-level", "WARNING", *extra]
+    log = workdir / f"server-{label}.log"
+    began = time.monotonic()
+    server = bench.start_tails_server(storage, 1, log, *args, env=env)
+    try:
+        await first_download(server.port, registry(0)[1])
+        download = time.monotonic() - began  # from the process's start
+        await wait_ready(server.port, READY_BOUND)
+        cold = time.monotonic() - began
+        rss_built = server.rss_kib() / 1024
+        figures = await measure(server.port, count, requests)
+        rss_after = server.rss_kib() / 1024
+        peak = server.rss_kib("VmHWM") / 1024
+    finally:
+        server.stop()
+    began = time.monotonic()
+    server = bench.start_tails_server(storage, 1, log, *args, env=env)
+    try:
+        await wait_ready(server.port, 60)
+        warm = time.monotonic() - began
+        warm_rss = server.rss_kib() / 1024
+    finally:
+        server.stop()
+    return {
+        "registries": count, "requests": figures, "first download s": download, "ready cold s": cold, "ready warm s": warm,
+        "rss after build MiB": rss_built, "rss after requests MiB": rss_after, "rss peak MiB": peak, "rss warm MiB": warm_rss,
+        "index MiB": index.stat().st_size / (1 << 20),
+    }
+
+
+def table(results: dict[str, dict]) -> str:
+    """A markdown table: each figure per store, with its ratio to the first (smallest) store."""
+    labels = list(results)
+    base = results[labels[0]]
+    lines = ["| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+
+    def row(name: str, get) -> None:
+        cells = []
+        for label in labels:
+            value, ref = get(results[label]), get(base)
+            ratio = f" ({value / ref:.2f}x)" if label != labels[0] and ref else ""
+            cells.append(f"{value:.2f}{ratio}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    for kind in base["requests"]:
+        row(f"{kind} p50 ms", lambda r, k=kind: r["requests"][k]["p50_ms"])
+        row(f"{kind} p99 ms", lambda r, k=kind: r["requests"][k]["p99_ms"])
+    for figure in ("ready cold s", "ready warm s", "first download s", "rss after requests MiB", "rss peak MiB", "rss warm MiB", "index MiB"):
+        row(figure, lambda r, f=figure: r[f])
+    return "\n".join(lines)
+
+
+async def main_async(options) -> dict:
+    stores = Path(options.stores)
+    stores.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="tails-index-bench-"))
+    results: dict[str, dict] = {}
+    for count in options.sizes:
+        root = stores / f"local-{count}"
+        began = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, make_local, root, count)
+        print(f"local store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
+        results[f"local {count:,}"] = await one_store(f"local-{count}", count, root, [], {}, options.requests, workdir)
+        print(json.dumps(results[f"local {count:,}"]), flush=True)
+    if options.s3:
+        store = SeaweedFS(workdir / "seaweedfs").start()
+        try:
+            for count in (min(options.sizes), options.s3):
+                prefix = f"bench-{count}"
+                began = time.monotonic()
+                await make_s3(store.endpoint, prefix, count)
+                print(f"S3 store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
+                extra = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", store.endpoint]
+                results[f"S3 {count:,}"] = await one_store(f"s3-{count}", count, workdir / f"spool-{count}", extra, AWS_ENV,
+                                                           options.requests, workdir)
+                print(json.dumps(results[f"S3 {count:,}"]), flush=True)
+        finally:
+            store.stop()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,100000,1000000", type=lambda t: [int(x) for x in t.split(",")])
+    parser.add_argument("--s3", type=int, default=100000, help="registries in the S3 store (0: no S3 rows)")
+    parser.add_argument("--requests", type=int, default=400, help="requests of each kind per store")
+    parser.add_argument("--stores", default=str(Path(tempfile.gettempdir()) / "tails-index-stores"),
+                        help="where generated stores are kept for later runs")
+    options = parser.parse_args()
+    results = asyncio.run(main_async(options))
+    local = {k: v for k, v in results.items() if k.startswith("local")}
+    s3 = {k: v for k, v in results.items() if k.startswith("S3")}
+    for part in (local, s3):
+        if part:
+            print(table(part))
+            print()
+    out = bench.HERE / "results" / "index-latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"python": sys.version.split()[0], "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
