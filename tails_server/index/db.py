@@ -28,6 +28,7 @@ BUSY_MS = 10_000  # a writer waits this long for another process's transaction
 MATCH_STEPS = 2_000_000  # SQLite VM steps a /match query may take before it falls back to a window
 SCAN_WINDOW = 50_000  # names a windowed /match examines per request
 QUERY_TRIGRAMS = 8  # at most this many trigrams of a substring are looked up; instr() checks the rest
+PROBE, RARE = 1000, 50  # names counted per trigram to find a rare one; below RARE the search stops
 # Substrings holding these take the windowed scan, never the full-text query: an earlier GLOB
 # form with them escaped as classes ([[]) segfaulted SQLite 3.40 (found by the API fuzz test).
 QUERY_SPECIAL = '*?[]"'
@@ -163,10 +164,15 @@ class Reader:
         cursor then points past the window.
         """
         if len(substring) >= 3 and not any(c in QUERY_SPECIAL for c in substring):
+            trigrams = _spread_trigrams(substring)
+            rarest, count = self._rarest(trigrams)
+            if count == 0:
+                return [], None  # a trigram no name holds: nothing can match
+            query = f'"{rarest}"' if count < PROBE else " AND ".join(f'"{t}"' for t in trigrams)
             rows = self._bounded(
                 "SELECT rowid, name FROM names_fts WHERE names_fts MATCH ? AND rowid > ? AND instr(name, ?) > 0 "
                 "ORDER BY rowid LIMIT ?",
-                (_trigram_query(substring), after, substring, limit + 1),
+                (query, after, substring, limit + 1),
             )
             if rows is not None:
                 return _page(rows, limit)
@@ -177,6 +183,23 @@ class Reader:
         if cursor is None and self.conn.execute("SELECT 1 FROM names WHERE rowid > ? LIMIT 1", (end,)).fetchone():
             cursor = end  # the window ended before the index did
         return names, cursor
+
+    def _rarest(self, trigrams: list[str]) -> tuple[str, int]:
+        """The trigram in the fewest names (counted up to PROBE each), stopping at a rare one.
+
+        Walking one short row list and checking each name with instr() is cheapest; ANDing in
+        a common trigram (":3:", "CL:", in every id) costs a walk of its list of a million rows.
+        """
+        best = ("", PROBE)
+        for trigram in trigrams:
+            count = self.conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM names_fts WHERE names_fts MATCH ? LIMIT ?)", (f'"{trigram}"', PROBE)
+            ).fetchone()[0]
+            if count < best[1]:
+                best = (trigram, count)
+            if count < RARE:
+                break
+        return best
 
     def _bounded(self, sql: str, args: tuple) -> list | None:
         """Rows, or None if the query needed more than MATCH_STEPS steps."""
@@ -222,7 +245,7 @@ class Reader:
 
     def files_present(self, hashes: Iterable[str]) -> set[str]:
         return {row[0] for row in self.conn.execute(
-            "SELECT name FROM names WHERE is_id = 0 AND name IN (SELECT value FROM json_each(?))", (_json_list(hashes),)
+            "SELECT hash FROM names WHERE is_id = 0 AND hash IN (SELECT value FROM json_each(?))", (_json_list(hashes),)
         )}
 
     def pending(self) -> list[tuple[str, int, str]]:
@@ -312,17 +335,13 @@ class Writer:
         self.conn.close()
 
 
-def _trigram_query(substring: str) -> str:
-    """An FTS5 query for rows holding some of the substring's trigrams, spread over it.
-
-    Every trigram ANDed in costs a walk of its list of rows, and the common ones (":3:", "CL:")
-    are in every id: a few non-overlapping ones narrow the rows as well, instr() does the rest.
-    """
+def _spread_trigrams(substring: str) -> list[str]:
+    """Up to QUERY_TRIGRAMS non-overlapping trigrams spread over the substring (instr() checks the rest)."""
     starts = range(0, len(substring) - 2, 3)
     if len(starts) > QUERY_TRIGRAMS:
         step = len(starts) / QUERY_TRIGRAMS
         starts = [starts[int(i * step)] for i in range(QUERY_TRIGRAMS)]
-    return " AND ".join(f'"{substring[i:i + 3]}"' for i in dict.fromkeys(starts))
+    return list(dict.fromkeys(substring[i:i + 3] for i in starts))
 
 
 def _page(rows: list, limit: int) -> tuple[list[str], int | None]:

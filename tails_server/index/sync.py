@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from ..errors import BadRequest, TailsError
 from ..ids import RevRegId, TailsHash
@@ -176,12 +177,12 @@ class Follower:
         if progress.state != "ready":
             progress.state = "building"
         LOGGER.info("index: scanning the store (generation %d)", gen)
-        async for batch in self.storage.scan(HASH):
+        async for batch in _ahead(self.storage.scan(HASH)):
             rows = [Row(item.tails_hash.value, item.tails_hash.value, False, item.size, item.mtime,
                         self.storage.pointer_tag(item.tails_hash)) for item in batch]
             await self.catalog.write(db.Writer.apply, rows, [], [], started)
             progress.scanned += len(rows)
-        async for batch in self.storage.scan(ID):
+        async for batch in _ahead(self.storage.scan(ID)):
             rows = await self._id_rows(batch)
             await self.catalog.write(db.Writer.apply, rows, [], [], started)
             progress.scanned += len(batch)
@@ -209,6 +210,18 @@ class Follower:
         hashes = await asyncio.gather(*(resolve(item) for item in batch))
         stored = await self.catalog.read(db.Reader.files_present, [h for h in hashes if h])
         return [Row(item.name.value, h, True) for item, h in zip(batch, hashes, strict=True) if h in stored]
+
+
+async def _ahead(batches: AsyncIterator[list[Listed]]) -> AsyncIterator[list[Listed]]:
+    """The store's next batch is listed while the index writes this one (both wait in threads)."""
+    iterator = aiter(batches)
+    pending = asyncio.ensure_future(anext(iterator, None))
+    try:
+        while (batch := await pending) is not None:
+            pending = asyncio.ensure_future(anext(iterator, None))
+            yield batch
+    finally:
+        pending.cancel()
 
 
 def _parse_time(text: str) -> float:

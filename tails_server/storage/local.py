@@ -36,7 +36,7 @@ LOGGER = logging.getLogger(__name__)
 LOCK_STRIPES = 64
 FALLBACK_CHUNK = 1 << 18
 HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR, JOURNAL_DIR = HASH, ID, ".tmp", ".locks", ".journal"
-SCAN_BATCH = 1000
+SCAN_BATCH = 2000
 
 
 class LocalFile(StoredFile):
