@@ -1,0 +1,107 @@
+"""The change journal and the index's upkeep, in process on real storage (a directory, or SeaweedFS S3):
+notes are read from a time on, skipped when an index wrote them itself, pruned with a mark, and an
+index older than the mark is rebuilt by a scan instead of trusting the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from object_store import AWS_ENV, BUCKET, new_prefix
+from support import random_tails
+
+from tails_server.ids import TailsHash
+from tails_server.index import Catalog, Follower, db
+from tails_server.storage import open_storage
+from tails_server.storage.journal import note_time
+
+
+@pytest.fixture
+def make_storage(backend, tmp_path, request, monkeypatch):
+    """Storages on one store, each with its own local directory (as on separate hosts)."""
+    prefix = new_prefix()
+    if backend == "s3":
+        for key, value in AWS_ENV.items():
+            monkeypatch.setenv(key, value)
+        endpoint = request.getfixturevalue("seaweed").endpoint
+
+    def make(n: int):
+        if backend == "local":
+            return open_storage(tmp_path / "store")
+        return open_storage(tmp_path / f"spool-{n}", f"s3://{BUCKET}/{prefix}", endpoint)
+
+    return make
+
+
+async def started(storage, path: Path) -> Catalog:
+    await storage.start()
+    catalog = Catalog(storage, path)
+    catalog.open()
+    return catalog
+
+
+async def publish(catalog: Catalog) -> str:
+    data, h = random_tails(2)
+    temp = catalog.storage.temp_file()
+    try:
+        temp.write_all([data])
+        temp.sync()
+        assert await catalog.publish(TailsHash.parse(h), temp, TailsHash.parse(h))
+    finally:
+        temp.discard()
+    return h
+
+
+async def names(catalog: Catalog) -> set[str]:
+    found, cursor = [], 0
+    while cursor is not None:
+        page, cursor = await catalog.listing(db.Reader.match, "", cursor, 1000)
+        found += page
+    return set(found)
+
+
+async def test_journal_brings_changes_and_a_pruned_gap_forces_a_rescan(make_storage, tmp_path):
+    first = await started(make_storage(1), tmp_path / "a.sqlite3")
+    second = await started(make_storage(2), tmp_path / "b.sqlite3")
+    follow_first, follow_second = Follower(first, 1, 0), Follower(second, 1, 0)
+    try:
+        for follower in (follow_first, follow_second):
+            await follower.rescan()
+            follower._synced = time.time()
+        h1 = await publish(first)
+        assert await names(first) == {h1}  # the writer's own index at once
+        assert await follow_first.poll() == 0  # its own notes are skipped
+        assert await follow_second.poll() == 1 and await names(second) == {h1}
+        assert await follow_second.poll() == 0  # a note is applied once
+
+        assert await first.delete(TailsHash.parse(h1))
+        assert await follow_second.poll() == 1 and await names(second) == set()
+
+        h2 = await publish(first)
+        await first.storage.journal.prune(note_time(time.time() + 120))  # every note gone (local: whole minutes), the mark says so
+        assert (await second.storage.journal.since(note_time(time.time() - 600))) == []
+        assert await second.storage.journal.pruned_until() > note_time(time.time() - 60)
+        await second.write(db.Writer.set_meta, synced_until=note_time(time.time() - 30))
+        restarted = Follower(second, 1, 0)
+        runner = asyncio.create_task(restarted.run())
+        try:
+            for _ in range(200):  # the gap is noticed: a scan, not the journal, brings h2
+                if second.progress.state == "ready" and h2 in await _complete_names(second):
+                    break
+                await asyncio.sleep(0.05)
+            assert await names(second) == {h2}
+        finally:
+            runner.cancel()
+            await restarted.stop()
+    finally:
+        for catalog in (first, second):
+            catalog.close()
+            await catalog.storage.close()
+
+
+async def _complete_names(catalog: Catalog) -> set[str]:
+    if not (await catalog.counts())["complete"]:
+        return set()
+    return await names(catalog)
