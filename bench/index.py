@@ -34,7 +34,7 @@ import base58
 import run as bench  # helpers: servers, ports, RSS
 from object_store import AWS_ENV, BUCKET, SeaweedFS  # noqa: E402, I001 - tests/ is on the path once run is imported
 
-ISSUERS = 1000
+PER_CRED_DEF, CRED_DEFS_PER_ISSUER = 4, 10  # so a cred def's answer is the same size in every store
 READY_BOUND = 1800.0  # s a cold build may take before the run gives up
 
 
@@ -42,8 +42,9 @@ def registry(i: int) -> tuple[bytes, str, str]:
     """The i-th registry: a 130-byte tails file, its hash, and a legacy registry id."""
     data = b"\x00\x02" + hashlib.sha512(i.to_bytes(8, "big")).digest() * 2
     tails_hash = base58.b58encode(hashlib.sha256(data).digest()).decode()
-    did = base58.b58encode(hashlib.sha256(b"issuer%d" % (i % ISSUERS)).digest()[:16]).decode()
-    cred_def = f"{did}:3:CL:{1000 + i % 5000}:default"
+    cred_def_number = i // PER_CRED_DEF
+    did = base58.b58encode(hashlib.sha256(b"issuer%d" % (cred_def_number // CRED_DEFS_PER_ISSUER)).digest()[:16]).decode()
+    cred_def = f"{did}:3:CL:{1000 + cred_def_number}:default"
     return data, tails_hash, f"{did}:4:{cred_def}:CL_ACCUM:{i}"
 
 
@@ -224,7 +225,7 @@ async def main_async(options) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tails-index-bench-"))
     results: dict[str, dict] = {}
     for count in options.sizes:
-        root = stores / f"local-{count}"
+        root = stores / f"local-v2-{count}"
         began = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, make_local, root, count)
         print(f"local store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
@@ -234,7 +235,7 @@ async def main_async(options) -> dict:
         store = SeaweedFS(workdir / "seaweedfs").start()
         try:
             for count in (min(options.sizes), options.s3):
-                prefix = f"bench-{count}"
+                prefix = f"bench-v2-{count}"
                 began = time.monotonic()
                 await make_s3(store.endpoint, prefix, count)
                 print(f"S3 store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)

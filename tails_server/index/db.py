@@ -90,6 +90,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def create(path: Path, store: str) -> None:
     """Make the file and its tables if missing; recreate it if unreadable or of another store or schema."""
+    if sqlite3.sqlite_version_info < (3, 34):
+        raise RuntimeError(f"the index needs SQLite 3.34 or newer (FTS5 trigrams); Python here has {sqlite3.sqlite_version}")
     try:
         _create(path, store)
     except sqlite3.DatabaseError as exc:  # not a database, or damaged: the store has everything it held
