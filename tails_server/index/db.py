@@ -194,8 +194,8 @@ class Reader:
         """
         best = ("", PROBE)
         for trigram in trigrams:
-            count = self.conn.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM names_fts WHERE names_fts MATCH ? LIMIT ?)", (f'"{trigram}"', PROBE)
+            count = self.conn.execute(  # counted only as far as the best so far: common ones stop early
+                "SELECT count(*) FROM (SELECT 1 FROM names_fts WHERE names_fts MATCH ? LIMIT ?)", (f'"{trigram}"', best[1])
             ).fetchone()[0]
             if count < best[1]:
                 best = (trigram, count)

@@ -75,6 +75,7 @@ class Follower:
         last_prune = last_scan = time.monotonic()
         while True:
             await self._guarded(self.poll)
+            await self._guarded(self.repair)  # also names a live process lost track of (a store error mid-write)
             if time.monotonic() - last_prune > PRUNE_EVERY:
                 last_prune = time.monotonic()
                 await self._guarded(self.storage.journal.prune, note_time(time.time() - RETENTION))
