@@ -45,6 +45,7 @@ class Follower:
         self._synced = 0.0  # wall time the last successful journal read began
         self._seen: dict[str, float] = {}  # notes applied, while still inside the overlap
         self._scan: asyncio.Task | None = None
+        self._errors: dict[str, str] = {}  # the last failure of each kind of background work
 
     async def run(self) -> None:
         """Until cancelled: lead when possible, then follow."""
@@ -85,19 +86,24 @@ class Follower:
             await asyncio.sleep(self.interval)
 
     async def _guarded(self, work, *args):
-        """Background work must outlive a failing store or disk: log, and try again next round."""
+        """Background work must outlive a failing store or disk: log, and try again next round.
+
+        Each kind of work keeps its own error: one succeeding does not hide another failing.
+        """
         try:
             result = await work(*args)
-            self.catalog.progress.error = None
+            self._errors.pop(work.__name__, None)
             return result
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever fails, the loop goes on
             reason = exc.reason if isinstance(exc, TailsError) else f"{type(exc).__name__}: {exc}"
-            if reason != self.catalog.progress.error:
+            if reason != self._errors.get(work.__name__):
                 LOGGER.error("index upkeep failed (retrying): %s", reason)
-            self.catalog.progress.error = reason
+            self._errors[work.__name__] = reason
             return None
+        finally:
+            self.catalog.progress.error = next(iter(self._errors.values()), None)
 
     def _start_scan(self) -> None:
         if self._scan is None or self._scan.done():
