@@ -61,8 +61,8 @@ class Health:
 
     async def _index(self) -> dict:
         progress = self.catalog.progress
-        document = {"state": progress.state, "scanned": progress.scanned, "problem": progress.error,
-                    "last_sync": progress.last_sync}
+        document = {"state": progress.state, "scanned": progress.scanned, "merging": progress.merging,
+                    "problem": progress.error, "last_sync": progress.last_sync}
         try:
             document.update(await self.catalog.counts())
         except Exception as exc:  # noqa: BLE001 - an unreadable index file is reported, not raised

@@ -42,6 +42,7 @@ class Progress:
     state: str = "starting"  # starting, building, ready
     scanned: int = 0
     last_sync: float | None = None  # wall time of the last journal poll that succeeded
+    merging: bool = False  # after a scan: the full-text index's segments are being merged
     error: str | None = None
 
 

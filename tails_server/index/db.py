@@ -28,6 +28,7 @@ BUSY_MS = 10_000  # a writer waits this long for another process's transaction
 MATCH_STEPS = 2_000_000  # SQLite VM steps a /match query may take before it falls back to a window
 SCAN_WINDOW = 50_000  # names a windowed /match examines per request
 QUERY_TRIGRAMS = 8  # at most this many trigrams of a substring are looked up; instr() checks the rest
+MERGE_PAGES = 500  # pages of full-text segments merged per step after a scan (~0.2 s)
 PROBE, RARE = 1000, 50  # names counted per trigram to find a rare one; below RARE the search stops
 # Substrings holding these take the windowed scan, never the full-text query: an earlier GLOB
 # form with them escaped as classes ([[]) segfaulted SQLite 3.40 (found by the API fuzz test).
@@ -332,6 +333,17 @@ class Writer:
                 self.conn.execute("DELETE FROM removed WHERE at < ?", (started - 3600,))
                 self.conn.execute("UPDATE meta SET value = 1 WHERE key = 'complete'")
         return len(stale)
+
+    def merge_step(self, pages: int = MERGE_PAGES) -> bool:
+        """Merge some of the full-text index's segments; False once there is nothing left to merge.
+
+        A scan leaves many small segments, and every trigram lookup visits each of them; merging
+        in short steps (not 'optimize' at once) lets uploads' index writes go in between.
+        """
+        before = self.conn.total_changes
+        with _transaction(self.conn):
+            self.conn.execute("INSERT INTO names_fts(names_fts, rank) VALUES ('merge', ?)", (-pages,))
+        return self.conn.total_changes - before > 1
 
     def close(self) -> None:
         self.conn.close()

@@ -32,6 +32,7 @@ LOGGER = logging.getLogger(__name__)
 OVERLAP = 60.0  # seconds each journal read reaches back
 PRUNE_EVERY = 3600.0
 RESOLVE_CONCURRENCY = 16
+MAX_MERGE_STEPS = 100_000
 
 
 class Follower:
@@ -198,6 +199,13 @@ class Follower:
         progress.state = "ready"
         counts = await self.catalog.counts()
         LOGGER.info("index: scan done in %.1f s: %d files, %d registry ids", time.time() - started, counts["files"], counts["ids"])
+        progress.merging = True
+        try:
+            for _step in range(MAX_MERGE_STEPS):  # listings are answered meanwhile, a little slower
+                if not await self.catalog.write(db.Writer.merge_step):
+                    break
+        finally:
+            progress.merging = False
         return progress.scanned
 
     async def _id_rows(self, batch: list[Listed]) -> list[Row]:
