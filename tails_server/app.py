@@ -12,7 +12,7 @@ from . import __version__, logs, metrics, openapi
 from .auth import UPLOAD_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
-from .errors import NotFound, TailsError
+from .errors import NotFound, TailsError, one_line
 from .health import Health
 from .ids import RevRegId, TailsHash
 from .index import Catalog, Follower, IndexRoutes
@@ -165,7 +165,7 @@ def _rev_reg_id(request: web.Request) -> RevRegId:
 def _deleted(existed: bool, request: web.Request) -> web.Response:
     if not existed:
         raise NotFound("404: Not Found")
-    LOGGER.warning("deleted %s", request.path)
+    LOGGER.warning("deleted %s", one_line(request.path))  # client text: no control characters in the log
     return web.Response(text="Deleted.")
 
 

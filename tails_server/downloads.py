@@ -20,6 +20,7 @@ from email.utils import formatdate
 
 from aiohttp import ETag, hdrs, web
 
+from .errors import one_line
 from .storage import StoredFile
 
 LOGGER = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class TailsFileResponse(web.StreamResponse):
             except (asyncio.CancelledError, ConnectionError):
                 raise
             except Exception as exc:
-                LOGGER.error("storage failed while sending %s: %s", request.path, exc)
+                LOGGER.error("storage failed while sending %s: %s", one_line(request.path), exc)
                 if request.transport is not None:
                     request.transport.abort()
                 raise ConnectionResetError("storage failed mid-body") from None
