@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from ..errors import BadRequest
+from ..ids import RevRegId
 from . import db
 from .catalog import Catalog
 
@@ -71,8 +72,6 @@ def _files_page(reader: db.Reader, after: str, limit: int) -> tuple[list[db.Row]
 
 
 def _registry(value: str) -> dict:
-    from ..ids import RevRegId
-
     rev_reg_id = RevRegId.parse(value)
     return {"rev_reg_id": rev_reg_id.value, "cred_def_id": rev_reg_id.cred_def_id, "issuer_did": rev_reg_id.issuer_did}
 

@@ -18,10 +18,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from ..errors import BadRequest, TailsError
 from ..ids import RevRegId, TailsHash
-from ..storage.base import HASH, ID, Listed
+from ..storage.base import HASH, ID, Listed, key_of
 from ..storage.journal import RETENTION, note_time, origin_of
 from . import db
 from .catalog import Catalog
@@ -242,8 +243,6 @@ async def _ahead(batches: AsyncIterator[list[Listed]]) -> AsyncIterator[list[Lis
 def _parse_time(text: str) -> float:
     if not text:
         return 0.0
-    from datetime import UTC, datetime
-
     return datetime.strptime(text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
@@ -260,8 +259,6 @@ def _name(value: str) -> TailsHash | RevRegId | None:
 
 
 def _key(value: str) -> str | None:
-    from ..storage.base import key_of
-
     name = _name(value)
     return key_of(name) if name else None
 
