@@ -194,7 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORAGE] = storage  # the front door serves plain downloads from it too
     app.add_routes(Health(storage, ledger, catalog).table())  # fixed paths before the catch-all id routes
     app.add_routes(IndexRoutes(catalog).table())
-    metrics.install(app, storage, ledger)
+    metrics.install(app, storage, ledger, catalog)
     admin = ApiKeys(settings.admin_key_hashes) if settings.allow_delete else None
     app.add_routes(TailsRoutes(storage, catalog, uploads, admin, settings.idle_timeout).table())
 

@@ -18,6 +18,7 @@ from .errors import LedgerUnavailable, TailsError
 from .health import free_bytes_or_none
 
 if TYPE_CHECKING:
+    from .index import Catalog
     from .ledger import LedgerClient
     from .storage import Storage
 
@@ -29,6 +30,11 @@ UPLOADS = Counter("tails_uploads_total", "Uploads by outcome.", ["outcome"])
 LEDGER_LATENCY = Histogram("tails_ledger_lookup_duration_seconds", "Time for a registry lookup on the ledger.")
 POOLS = Gauge("tails_ledger_pools_cached", "Open ledger pools kept for reuse.", multiprocess_mode="livesum")
 FREE = Gauge("tails_storage_free_bytes", "Free space on the storage filesystem.", multiprocess_mode="max")
+# The index: workers share its file, so any worker's latest reading stands for all of them.
+INDEX_NAMES = Gauge("tails_index_names", "Names in the metadata index, by kind (file or id).", ["kind"], multiprocess_mode="mostrecent")
+INDEX_COMPLETE = Gauge("tails_index_complete", "1 once the index is built and listings are answered.", multiprocess_mode="mostrecent")
+INDEX_SYNC = Gauge("tails_index_last_sync_timestamp_seconds", "When the index last read other instances' changes.",
+                   multiprocess_mode="max")  # only the worker doing the background work sets it
 
 ERROR = "tails_error"  # the error middleware leaves a request's TailsError here
 OUTCOMES = ("stored", "duplicate", "hash_mismatch", "not_on_ledger", "ledger_error", "refused", "abandoned")
@@ -80,16 +86,30 @@ def record(route: str, method: str, status: int, received: int | None, sent: int
         BYTES_OUT.inc(sent)
 
 
-def install(app: web.Application, storage: Storage, ledger: LedgerClient) -> None:
+def install(app: web.Application, storage: Storage, ledger: LedgerClient, catalog: Catalog) -> None:
     """Serve /metrics; requests are counted by the access logger, pools by the ledger client."""
     logs.AccessLogger.observe = staticmethod(observe)
     ledger.on_pools_changed = POOLS.set
 
     async def metrics(_request: web.Request) -> web.Response:
         free = await asyncio.get_running_loop().run_in_executor(None, free_bytes_or_none, storage)
+        await read_index(catalog)
         return scrape(free)
 
     app.router.add_get("/metrics", metrics)
+
+
+async def read_index(catalog: Catalog) -> None:
+    """Set the index gauges from its counters (O(1)); an unreadable index leaves them as they were."""
+    try:
+        counts = await catalog.counts()
+    except Exception:  # noqa: BLE001 - /status reports why; a scrape must still answer
+        return
+    INDEX_NAMES.labels("file").set(counts["files"])
+    INDEX_NAMES.labels("id").set(counts["ids"])
+    INDEX_COMPLETE.set(1 if counts["complete"] else 0)
+    if catalog.progress.last_sync is not None:
+        INDEX_SYNC.set(catalog.progress.last_sync)
 
 
 def scrape(storage_free: int | None) -> web.Response:

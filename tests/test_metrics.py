@@ -72,6 +72,9 @@ async def test_upload_outcomes_requests_and_bytes(new_server, http, ledger, issu
     assert value(samples, "tails_ledger_lookup_duration_seconds_count") == 3
     assert value(samples, "tails_ledger_pools_cached") >= 1
     assert value(samples, "tails_storage_free_bytes") > 0
+    assert value(samples, "tails_index_names", kind="file") == 2  # the hash upload and the id's file
+    assert value(samples, "tails_index_names", kind="id") == 1
+    assert value(samples, "tails_index_complete") == 1
 
 
 async def test_counts_are_summed_over_workers(new_server, http):
@@ -87,3 +90,4 @@ async def test_counts_are_summed_over_workers(new_server, http):
         samples = await scrape(http, proc)
         assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 20
         assert value(samples, "tails_uploads_total", outcome="stored") == 1
+        assert value(samples, "tails_index_names", kind="file") == 1  # the same index file, read by either
