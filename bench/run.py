@@ -32,6 +32,7 @@ import base58
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from support import MANY_CLIENTS  # noqa: E402 - the benchmark's clients stand for many issuers on one address
 from uploads import tails_file, upload_files, uploads_side_by_side  # noqa: E402
 
 MIB = 1 << 20
@@ -86,7 +87,8 @@ class Proc:
 
 def start_tails_server(storage: Path, workers: int, log: Path, *extra: str, env: dict | None = None) -> Proc:
     port = free_port()
-    args = [sys.executable, "-m", "tails_server", "--port", str(port), "--storage-path", str(storage), "--workers", str(workers), *extra]
+    args = [sys.executable, "-m", "tails_server", "--port", str(port), "--storage-path", str(storage), "--workers", str(workers),
+            *MANY_CLIENTS, *extra]
     return Proc(args, port, log, env)
 
 

@@ -12,13 +12,17 @@ from . import __version__, logs, metrics, openapi
 from .auth import UPLOAD_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
-from .errors import NotFound, TailsError, one_line
+from .errors import NotFound, TailsError, from_os_error, one_line
 from .health import Health
 from .ids import RevRegId, TailsHash
 from .index import Catalog, Follower, IndexRoutes
 from .ledger import LedgerClient
+from .limits import ClientAddress, parse_networks
+from .limits.rates import LISTINGS, WRITES, RateLimit, parse_rate, rate_limits
+from .limits.slots import UploadSlots
 from .socket_body import CLOSES_CONNECTION
 from .storage import Name, Storage, open_storage
+from .storage.budget import budget_middleware
 from .trust import TrustedLedgers
 from .uploads import Uploads
 
@@ -49,6 +53,11 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
         raise
     except ConnectionError:  # the client left mid-request: routine, and no one to answer (nginx's 499)
         return _finished(request, web.Response(status=499, reason="Client Closed Request"), tag)
+    except OSError as exc:  # storage (or the process) failed in a way no handler expected: 503/507, not 500
+        error = from_os_error(exc)
+        request[metrics.ERROR] = error
+        LOGGER.error("storage error on %s %s (request %s): %s", request.method, request.path, request_id, exc)
+        return _finished(request, web.Response(status=error.status, text=error.reason, headers=error.headers), tag)
     except Exception:
         LOGGER.exception("unexpected error on %s %s", request.method, request.path)
         return _finished(request, web.Response(status=500, text="Internal server error."), tag)
@@ -175,6 +184,9 @@ def create_app(settings: Settings) -> web.Application:
     catalog = Catalog(storage, settings.index_file)
     follower = Follower(catalog, settings.index_sync_interval, settings.index_rescan_interval)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
+    addresses = ClientAddress(parse_networks(settings.trusted_proxies))
+    limits = {kind: RateLimit(*parse_rate(text)) for kind, text in ((WRITES, settings.rate_limit_writes), (LISTINGS, settings.rate_limit_listings))
+              if parse_rate(text)[0]}
     uploads = Uploads(
         storage,
         ledger,
@@ -183,12 +195,14 @@ def create_app(settings: Settings) -> web.Application:
         settings.read_timeout,
         settings.min_free_space,
         TrustedLedgers.load(settings.ledgers),
-        settings.max_uploads,
+        UploadSlots(settings.max_uploads, settings.max_uploads_per_client, settings.upload_min_rate, settings.upload_deadline,
+                    addresses),
         catalog.publish,
     )
     keys = ApiKeys(settings.api_key_hashes)
     app = web.Application(
-        middlewares=[error_responses, *([require_api_key(keys)] if keys.enabled else [])],
+        middlewares=[error_responses, budget_middleware(settings.s3_timeout), rate_limits(limits, addresses, metrics.rate_limited),
+                     *([require_api_key(keys)] if keys.enabled else [])],
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
     app[STORAGE] = storage  # the front door serves plain downloads from it too

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .auth import load_hashes
+from .limits.clients import parse_networks
+from .limits.rates import parse_rate
 from .trust import TrustedLedgers
 
 ENV_PREFIX = "TAILS_SERVER_"
@@ -29,6 +31,7 @@ class Settings:
     storage: str | None = None
     s3_endpoint_url: str | None = None
     s3_cache_size: int = 1 << 30
+    s3_timeout: float = 7.0
     log_level: str = "INFO"
     log_format: str = "text"
     ledger_timeout: float = 8.0
@@ -40,6 +43,14 @@ class Settings:
     idle_timeout: float = 60.0
     shutdown_timeout: float = 8.0
     max_uploads: int = 64
+    max_uploads_per_client: int = 8
+    upload_min_rate: int = 10 << 10  # bytes/s, averaged, after pace.GRACE seconds
+    upload_deadline: float = 300.0
+    rate_limit_writes: str = "60/min"
+    rate_limit_listings: str = "600/min"
+    max_connections: int = 0  # 0: as many as the file descriptor limit allows, less a reserve
+    max_connections_per_client: int = 256
+    trusted_proxies: list[str] = field(default_factory=list)
     max_header_size: int = 8190
     min_free_space: int = 64 << 20
     ledgers: dict[str, Path] = field(default_factory=dict)
@@ -116,6 +127,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--storage", "Keep tails files in S3-compatible object storage: s3://BUCKET/PREFIX (credentials and region from the standard AWS variables and files).", None)
     option("--s3-endpoint-url", "S3 endpoint for stores other than AWS, e.g. http://127.0.0.1:8333 (path-style addressing).", None)
     option("--s3-cache-size", "With S3: local disk kept for verified copies of downloaded files, served with sendfile; a deletion made elsewhere reaches them within 5 s (0 turns the cache off), e.g. 1GiB.", defaults.s3_cache_size, type=parse_size)
+    option("--s3-timeout", "With S3: seconds one request may wait on object storage in all, however many calls it makes (each call is also bounded: 1 s to connect, 2 s per read, one retry); past it the request gets 503.", defaults.s3_timeout, type=_positive(float))
     option("--log-level", "Logging level.", defaults.log_level, type=str.upper, choices=LOG_LEVELS)
     option("--log-format", "text, or json: one JSON object per line, access lines included.", defaults.log_format, choices=["text", "json"])
     option("--ledger-timeout", "Seconds the whole ledger lookup of an upload may take (ACA-Py allows 10 per attempt).", defaults.ledger_timeout, type=_positive(float))
@@ -123,6 +135,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--max-genesis-size", "Largest genesis part accepted (413 above), e.g. 1MiB.", defaults.max_genesis_size, type=parse_size)
     option("--workers", "Server processes sharing the port (SO_REUSEPORT); about one per CPU core for heavy download traffic.", defaults.workers, type=_positive(int))
     option("--max-uploads", "Uploads received at once per worker, each by a thread of its own; more get 503 (each holds up to ~2 MiB of buffers).", defaults.max_uploads, type=_positive(int))
+    option("--max-uploads-per-client", "Uploads at once from one client address (IPv6: one /64) per worker; more get 429.", defaults.max_uploads_per_client, type=_positive(int))
+    option("--upload-min-rate", "Slowest average upload body accepted after its first 10 s, in bytes a second (408 below; 0 turns it off), e.g. 10KiB.", defaults.upload_min_rate, type=parse_size)
+    option("--upload-deadline", "Seconds a whole upload body may take (408 after).", defaults.upload_deadline, type=_positive(float))
+    option("--rate-limit-writes", "Uploads and deletions per client address (IPv6: one /64) per worker, as COUNT/s, /min or /h, in bursts of up to COUNT; more get 429 with Retry-After (0: no limit).", defaults.rate_limit_writes)
+    option("--rate-limit-listings", "/match and /index.json requests per client address per worker, as above. Downloads are never limited.", defaults.rate_limit_listings)
+    option("--max-connections", "Connections open at once per worker; more get 503 at once (0: the file descriptor limit, raised to its hard limit at start, less a reserve for storage and ledgers).", defaults.max_connections, type=int)
+    option("--max-connections-per-client", "Connections open at once per client address (IPv6: per /64) per worker; more get 503. Trusted proxies are exempt.", defaults.max_connections_per_client, type=_positive(int))
+    parser.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="A proxy or load balancer in front of this server (repeatable): the client address limits count by is then taken "
+        f"from its Forwarded / X-Forwarded-For header. [env {ENV_PREFIX}TRUSTED_PROXY, comma-separated]",
+    )
     option("--max-header-size", "Longest request line or header field accepted, in bytes.", defaults.max_header_size, type=_positive(int))
     option("--idle-timeout", "Seconds a connection may stay idle, take to send its request headers, or go without reading any of a download, before it is closed.", defaults.idle_timeout, type=_positive(float))
     option("--read-timeout", "Seconds an upload may send nothing before it is refused with 408.", defaults.read_timeout, type=_positive(float))
@@ -198,6 +226,19 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         except argparse.ArgumentTypeError as exc:
             parser.error(f"{ENV_PREFIX}LEDGER: {exc}")
     values["ledgers"] = dict(values["ledgers"])
+    if values["trusted_proxies"] is None:
+        values["trusted_proxies"] = [v for v in env.get(ENV_PREFIX + "TRUSTED_PROXY", "").split(",") if v.strip()]
+    try:
+        parse_networks(values["trusted_proxies"])
+    except ValueError as exc:
+        parser.error(f"--trusted-proxy: {exc}")
+    for flag in ("rate_limit_writes", "rate_limit_listings"):
+        try:
+            parse_rate(values[flag])
+        except ValueError as exc:
+            parser.error(f"--{flag.replace('_', '-')}: {exc}")
+    if int(values["max_connections"]) < 0:
+        parser.error("--max-connections must be 0 (automatic) or more")
     direct = values.pop("api_key_hash")
     if direct is None:
         direct = env.get(ENV_PREFIX + "API_KEY_HASH", "").split(",")

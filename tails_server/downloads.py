@@ -14,8 +14,9 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 
 from aiohttp import ETag, hdrs, web
@@ -46,6 +47,8 @@ class TailsFileResponse(web.StreamResponse):
         self.stored = stored
         self.stall_timeout = stall_timeout
         self._attempted = False
+        self.sent = 0  # body bytes handed to the kernel (the access log's size)
+        self.cut_short = False  # the headers left but not the whole body
 
     async def prepare(self, request: web.BaseRequest):
         """Decide the status from the request's conditions, then send headers and bytes."""
@@ -56,6 +59,9 @@ class TailsFileResponse(web.StreamResponse):
         self._attempted = True
         try:
             return await self._send(request)
+        except BaseException:
+            self.cut_short = self.prepared  # before the headers, aiohttp answers the error itself
+            raise
         finally:
             await self.stored.close()
 
@@ -65,7 +71,10 @@ class TailsFileResponse(web.StreamResponse):
         self.headers[hdrs.ETAG] = f'"{tag}"'
         self.headers[hdrs.CACHE_CONTROL] = CACHE_FOREVER
         self.headers[hdrs.LAST_MODIFIED] = http_date(int(stored.mtime))
-        if (if_match := request.if_match) is not None and not _matches(tag, if_match, weak=False):
+        if (if_match := request.if_match) is not None:
+            if not _matches(tag, if_match, weak=False):
+                return await self._empty(request, 412)
+        elif (unmodified := request.if_unmodified_since) is not None and int(stored.mtime) > unmodified.timestamp():
             return await self._empty(request, 412)
         if_none_match = request.if_none_match
         if if_none_match is not None:
@@ -140,13 +149,14 @@ class TailsFileResponse(web.StreamResponse):
         file = self.stored.local_file()
         if count <= SMALL_BODY:
             await writer.write(os.pread(file.fileno(), count, offset))
+            self.sent += count
             return
         sock = _plain_socket(transport)
         if sock is not None:
             writer.send_headers()  # sendfile bypasses the writer: the headers must go first
             if not transport.get_write_buffer_size():
                 try:
-                    await _kernel_copy(sock.fileno(), file.fileno(), offset, count, self.stall_timeout)
+                    await _kernel_copy(sock.fileno(), file.fileno(), offset, count, self.stall_timeout, self._count)
                 except BaseException:  # the body is cut short: the connection must not carry another response
                     transport.abort()
                     raise
@@ -154,15 +164,20 @@ class TailsFileResponse(web.StreamResponse):
             # Headers still queued (rare): the event loop's sendfile waits for them to leave.
             with contextlib.suppress(NotImplementedError, asyncio.SendfileNotAvailableError):
                 await asyncio.get_running_loop().sendfile(transport, file, offset, count, fallback=False)
+                self.sent += count
                 return
         async for chunk in self.stored.chunks(offset, count):
             await self._write(request, writer, chunk)
+
+    def _count(self, sent: int) -> None:
+        self.sent += sent
 
     async def _write(self, request: web.BaseRequest, writer, chunk: bytes) -> None:
         """One piece of the body; a client that takes nothing for stall_timeout s is cut off."""
         try:
             async with asyncio.timeout(self.stall_timeout):
                 await writer.write(chunk)
+            self.sent += len(chunk)
         except TimeoutError:
             if request.transport is not None:
                 request.transport.abort()
@@ -182,7 +197,8 @@ def _plain_socket(transport: asyncio.Transport) -> socket.socket | None:
     return transport.get_extra_info("socket")
 
 
-async def _kernel_copy(sock_fd: int, file_fd: int, offset: int, count: int, stall_timeout: float) -> None:
+async def _kernel_copy(sock_fd: int, file_fd: int, offset: int, count: int, stall_timeout: float,
+                       progress: Callable[[int], None]) -> None:
     """Send `count` file bytes with sendfile(), waiting for room in the socket between calls.
 
     Most responses fit the socket buffer and leave in the first call. For the rest, one writer
@@ -192,6 +208,7 @@ async def _kernel_copy(sock_fd: int, file_fd: int, offset: int, count: int, stal
     this one is closed meanwhile. A client that takes nothing for `stall_timeout` s is cut off.
     """
     sent = _sendfile_once(sock_fd, file_fd, offset, count)
+    progress(sent)
     if sent == count:
         return
     offset, count = offset + sent, count - sent
@@ -210,6 +227,7 @@ async def _kernel_copy(sock_fd: int, file_fd: int, offset: int, count: int, stal
             done.set_exception(exc)
             return
         offset, count = offset + sent, count - sent
+        progress(sent)
         if not count:
             done.set_result(None)
 
@@ -268,6 +286,9 @@ def serve(stored: StoredFile, stall_timeout: float) -> web.StreamResponse:
     return TailsFileResponse(stored, stall_timeout)
 
 
+_EMPTY_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.I)
+
+
 def _requested_range(request: web.BaseRequest, tag: str, mtime: float) -> slice | None:
     """The single byte range asked for, if any and if If-Range still holds; unparseable = none."""
     if hdrs.RANGE not in request.headers:
@@ -278,6 +299,8 @@ def _requested_range(request: web.BaseRequest, tag: str, mtime: float) -> slice 
         valid_date = (date := request.if_range) is not None and int(mtime) <= date.timestamp()
         if not (valid_tag or valid_date):
             return None
+    if _EMPTY_SUFFIX.fullmatch(request.headers[hdrs.RANGE]):
+        return slice(None)  # the last 0 bytes: unsatisfiable (416), though aiohttp reads it as "from 0"
     try:
         return request.http_range
     except ValueError:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+
+from .logs import escape
+
 
 class TailsError(Exception):
     """A failure the client should see: an HTTP status and a one-line, printable reason."""
@@ -60,6 +64,16 @@ class Unavailable(TailsError):
 SHUTTING_DOWN = "Server is shutting down; retry shortly."
 
 
+class TooManyRequests(TailsError):
+    """This client has more than its share going on, or asks too often (429, with Retry-After)."""
+
+    status = 429
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.headers = {"Retry-After": str(max(1, round(retry_after)))}
+
+
 class InsufficientStorage(TailsError):
     """Storing the upload would fill the disk (507); reads go on."""
 
@@ -70,7 +84,24 @@ class LedgerUnavailable(Unavailable):
     """The ledger could not answer in time or with consensus (503)."""
 
 
+FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
+
+
+def from_os_error(exc: OSError) -> TailsError:
+    """What a storage error the code did not expect means to a client: 507 when full, else 503.
+
+    Out of descriptors (EMFILE), an I/O error, a read-only or vanished mount: the server is
+    unwell for now, and the client should come back; never a 500.
+    """
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    if exc.errno in FULL:
+        return InsufficientStorage(f"Storage is full ({name}); try again later.")
+    error = Unavailable(f"Storage failed ({name}); retry shortly.")
+    error.headers = {"Retry-After": "5"}
+    return error
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """Make any text safe for a one-line reason: no control characters, bounded length."""
-    cleaned = "".join(ch if ch.isprintable() else "\\x%02x" % (ord(ch) & 0xFF) for ch in text)
+    cleaned = escape(text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

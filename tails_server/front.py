@@ -27,6 +27,7 @@ from . import logs, metrics
 from .downloads import CACHE_FOREVER, CORK_ABOVE, SMALL_BODY, http_date
 from .errors import BadRequest
 from .ids import RevRegId, TailsHash
+from .limits.connections import Connections
 from .storage import Name
 from .storage.local import LocalFile, LocalStorage
 
@@ -35,7 +36,7 @@ _TERMINATOR = b"\r\n\r\n"
 _METHODS = (b"GET ", b"HEAD ")
 # Request headers that ask for more than the whole file, or announce a body: aiohttp's path answers those.
 _NOT_PLAIN = frozenset(
-    (b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since", b"content-length",
+    (b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"content-length",
      b"transfer-encoding", b"expect", b"upgrade")
 )
 _MORE = getattr(socket, "MSG_MORE", 0)  # the head waits for the body's first bytes: one segment, not two
@@ -85,7 +86,13 @@ class FrontDoor(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        if not self.doors.connections.admit(transport):
+            return  # answered with a 503 and closing: nothing of ours to set up
+        try:
+            self.sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        except OSError as exc:  # out of file descriptors: say so, and give this one back at once
+            self.doors.connections.out_of_descriptors(transport, exc)
+            return
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
         self.doors.open.add(self)
@@ -94,12 +101,16 @@ class FrontDoor(asyncio.Protocol):
         self.timer = loop.call_at(self.active_at + self.doors.timeout, self._on_timer)
 
     def data_received(self, data: bytes) -> None:
+        if self.sock is None:
+            return  # refused: the 503 is on its way and the connection closing
         self.buffer += data
         if not self.busy:
             self._answer_buffered()
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.sock is None:
+            return False
         return self.busy  # keep the transport for a response still leaving; otherwise it closes
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -107,6 +118,7 @@ class FrontDoor(asyncio.Protocol):
             self.response.end(self)
             self.response = None
         self._release()
+        self.doors.connections.release(self.transport)
 
     def _answer_buffered(self) -> None:
         """Answer every complete plain request in the buffer; hand over at the first other one.
@@ -251,7 +263,8 @@ class FrontDoor(asyncio.Protocol):
 class _Response:
     """A 200 for one whole stored file: the head (with small bodies inline), then sendfile."""
 
-    __slots__ = ("stored", "route", "method", "path", "keep_alive", "request_id", "out", "offset", "left", "cork", "started")
+    __slots__ = ("stored", "route", "method", "path", "keep_alive", "request_id", "out", "offset", "left", "cork", "started", "head",
+                 "sent")
 
     def __init__(self, stored: LocalFile, route: str, method: str, path: str, version: str, keep_alive: bool,
                  request_id: str, doors: FrontDoors) -> None:
@@ -260,6 +273,7 @@ class _Response:
         self.started = time.monotonic()
         size = stored.size
         self.out = memoryview(doors.head_of(stored, version, keep_alive, request_id))
+        self.head, self.sent = len(self.out), 0  # the head's length; bytes sent so far, head included
         self.offset, self.left = 0, size if method == "GET" else 0
         self.cork = 1 if self.left > CORK_ABOVE and _CORK else 0  # 1: wanted, 2: set on the socket
         if 0 < self.left <= SMALL_BODY:  # one write for head and body costs less than a sendfile after it
@@ -287,6 +301,8 @@ class _Response:
                 self.offset, self.left, sent = self.offset + n, self.left - n, sent + n
         except (BlockingIOError, InterruptedError):
             pass
+        finally:
+            self.sent += sent
         if self.cork == 2 and self.done:
             self.cork = 0
             sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
@@ -299,17 +315,20 @@ class _Response:
             return
         stored.file.close()
         elapsed = time.monotonic() - self.started
-        metrics.record(self.route, self.method, 200, None, stored.size, elapsed)
+        cut_short = not self.done
+        size = max(0, self.sent - self.head) if cut_short else stored.size  # what left, when not all did
+        metrics.record(self.route, self.method, 200, None, size, elapsed, cut_short)
         if logs.ACCESS.isEnabledFor(logging.INFO):
-            logs.access_line(door.remote, self.method, self.path, 200, stored.size, elapsed, self.request_id)
+            logs.access_line(door.remote, self.method, self.path, 200, size, elapsed, self.request_id, cut_short)
 
 
 class FrontDoors:
     """The front doors of one server: what they share, and stopping them."""
 
     def __init__(self, storage: LocalStorage, aiohttp_protocol: Callable[[], asyncio.Protocol], timeout: float,
-                 max_head: int) -> None:
+                 max_head: int, connections: Connections) -> None:
         self.storage = storage
+        self.connections = connections  # counted here; a hand-over keeps its place (aiohttp's end releases it)
         self.aiohttp_protocol = aiohttp_protocol  # aiohttp's protocol factory (web.Server), for hand-overs
         self.timeout = timeout  # idle connections and stalled downloads, as aiohttp's keep-alive timeout
         self.max_head = max_head  # longer heads go to aiohttp, which applies the exact per-line limits

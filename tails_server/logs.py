@@ -69,6 +69,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+_CONTROLS = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
+_QUOTED = _CONTROLS | {ord('"'): "\\x22"}  # inside an access line's quoted request
+
+
+def escape(text: str, quoted: bool = False) -> str:
+    """Client text made safe for one log line: control and other unprintable characters escaped."""
+    if text.isprintable() and not (quoted and '"' in text):
+        return text  # the common case costs one scan
+    text = text.translate(_QUOTED if quoted else _CONTROLS)
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
+class OneRecordPerLine(logging.Formatter):
+    """The message on one line (escaped: it may hold client text); a traceback's lines indented below it.
+
+    A reader of the text log can then trust that every line starting at column 0 is a record
+    the server wrote, never a line forged by a request.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = escape(record.getMessage())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "".join(f"\n    {escape(line)}" for line in record.exc_text.splitlines())
+        return text
+
+
 def _with_request_id(record: logging.LogRecord) -> bool:
     record.request_id = REQUEST_ID.get()
     return True
@@ -84,13 +112,17 @@ class AccessLogger(AbstractAccessLogger):
     _stamp = ""
 
     def log(self, request: BaseRequest, response: StreamResponse, elapsed: float) -> None:
-        size = response.content_length if response.content_length is not None else response.body_length
+        cut_short = getattr(response, "cut_short", False)  # a download whose body did not all leave
+        if cut_short:
+            size = response.sent
+        else:
+            size = response.content_length if response.content_length is not None else response.body_length
         if AccessLogger.observe is not None:
-            AccessLogger.observe(request, response.status, size, elapsed)
+            AccessLogger.observe(request, response.status, size, elapsed, cut_short)
         if self.logger.isEnabledFor(logging.INFO):
             access_line(
                 request.remote, request.method, request.path_qs, response.status, size, elapsed,
-                response.headers.get(REQUEST_ID_HEADER, "-"),
+                response.headers.get(REQUEST_ID_HEADER, "-"), cut_short,
             )
 
     @property
@@ -100,9 +132,14 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def access_line(
-    remote: str | None, method: str, path_qs: str, status: int, size: int | None, elapsed: float, request_id: str
+    remote: str | None, method: str, path_qs: str, status: int, size: int | None, elapsed: float, request_id: str,
+    cut_short: bool = False,
 ) -> None:
-    """Buffer one access line (the caller checks that the access logger is on, at INFO)."""
+    """Buffer one access line (the caller checks that the access logger is on, at INFO).
+
+    `size` is the body bytes sent; a download cut short (the client left, or was cut off) is
+    marked as such after the request id.
+    """
     now = int(time.time())
     if now != AccessLogger._second:  # format the timestamp once a second, not once a request
         AccessLogger._second, AccessLogger._stamp = now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
@@ -110,10 +147,10 @@ def access_line(
         line = json.dumps({
             "time": AccessLogger._stamp, "level": "INFO", "logger": "access", "remote": remote,
             "method": method, "path": path_qs, "status": status, "bytes": size,
-            "ms": round(elapsed * 1000, 1), "request_id": request_id,
+            "ms": round(elapsed * 1000, 1), "request_id": request_id, **({"cut_short": True} if cut_short else {}),
         }) + "\n"
     else:
-        line = f'{AccessLogger._stamp} ACCESS {remote} "{method} {path_qs}" {status} {size} {elapsed * 1000:.1f}ms {request_id}\n'
+        line = f'{AccessLogger._stamp} ACCESS {remote} "{method} {escape(path_qs, quoted=True)}" {status} {size} {elapsed * 1000:.1f}ms {request_id}{" cut-short" if cut_short else ""}\n'
     lines = AccessLogger._lines
     lines.append(line)
     if len(lines) == 1:
@@ -157,6 +194,7 @@ def configure(level: str, fmt: str = "text") -> None:
     atexit.register(listener.stop)
     atexit.register(flush_access_lines)
     handler = logging.handlers.QueueHandler(records)
+    handler.setFormatter(OneRecordPerLine())  # applied before the queue: the writer gets finished text
     handler.addFilter(_with_request_id)  # read the context here: the writer thread has none
     logging.getLogger("aiohttp.server").addFilter(ClientErrorsOnOneLine())
     root = logging.getLogger()

@@ -20,6 +20,7 @@ from .health import free_bytes_or_none
 if TYPE_CHECKING:
     from .index import Catalog
     from .ledger import LedgerClient
+    from .limits import Connections
     from .storage import Storage
 
 REQUESTS = Counter("tails_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
@@ -30,6 +31,10 @@ UPLOADS = Counter("tails_uploads_total", "Uploads by outcome.", ["outcome"])
 LEDGER_LATENCY = Histogram("tails_ledger_lookup_duration_seconds", "Time for a registry lookup on the ledger.")
 POOLS = Gauge("tails_ledger_pools_cached", "Open ledger pools kept for reuse.", multiprocess_mode="livesum")
 FREE = Gauge("tails_storage_free_bytes", "Free space on the storage filesystem.", multiprocess_mode="max")
+CUT_SHORT = Counter("tails_downloads_cut_short_total", "Downloads whose body did not all leave (client gone or cut off).")
+RATE_LIMITED = Counter("tails_rate_limited_total", "Requests answered 429 for coming too often, by kind (writes, listings).", ["kind"])
+CONNECTIONS = Gauge("tails_connections_open", "Client connections open.", multiprocess_mode="livesum")
+REFUSED = Counter("tails_connections_refused_total", "Connections answered 503 and closed at once, by reason.", ["reason"])
 # The index: workers share its file, so any worker's latest reading stands for all of them.
 INDEX_NAMES = Gauge("tails_index_names", "Names in the metadata index, by kind (file or id).", ["kind"], multiprocess_mode="mostrecent")
 INDEX_COMPLETE = Gauge("tails_index_complete", "1 once the index is built and listings are answered.", multiprocess_mode="mostrecent")
@@ -60,19 +65,23 @@ def upload_outcome(status: int, error: Exception | None) -> str:
 _SERIES: dict[tuple[str, str, int], tuple] = {}  # labelled children, looked up once per label set
 
 
-def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: float | None) -> None:
+def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: float | None, cut_short: bool = False) -> None:
     """Record one request answered by aiohttp (called by the access logger, once per request)."""
     try:
         resource = request.match_info.route.resource
     except (AttributeError, AssertionError):  # a request aiohttp could not parse was never routed
         resource = None
-    record(resource.canonical if resource is not None else "unmatched", request.method, status, request.content_length, sent, elapsed)
+    record(resource.canonical if resource is not None else "unmatched", request.method, status, request.content_length, sent, elapsed,
+           cut_short)
     if request.method == "PUT":
         UPLOADS.labels(upload_outcome(status, request.get(ERROR))).inc()
 
 
-def record(route: str, method: str, status: int, received: int | None, sent: int | None, elapsed: float | None) -> None:
+def record(route: str, method: str, status: int, received: int | None, sent: int | None, elapsed: float | None,
+           cut_short: bool = False) -> None:
     """Record one answered request by its route's canonical path (the front door calls this directly)."""
+    if cut_short:
+        CUT_SHORT.inc()
     key = (route, method, status)
     series = _SERIES.get(key)
     if series is None:
@@ -97,6 +106,17 @@ def install(app: web.Application, storage: Storage, ledger: LedgerClient, catalo
         return scrape(free)
 
     app.router.add_get("/metrics", metrics)
+
+
+def rate_limited(kind: str) -> None:
+    RATE_LIMITED.labels(kind).inc()
+
+
+def watch_connections(connections: Connections) -> None:
+    """Count open and refused connections."""
+    connections.on_open = CONNECTIONS.inc
+    connections.on_close = CONNECTIONS.dec
+    connections.on_refused = lambda reason: REFUSED.labels(reason).inc()
 
 
 async def read_index(catalog: Catalog) -> None:
@@ -128,3 +148,7 @@ def scrape(storage_free: int | None) -> web.Response:
 
 for _outcome in OUTCOMES:  # every outcome is visible from the start, at zero
     UPLOADS.labels(_outcome)
+for _kind in ("writes", "listings"):
+    RATE_LIMITED.labels(_kind)
+for _reason in ("too_many_connections", "too_many_from_client", "out_of_descriptors"):
+    REFUSED.labels(_reason)

@@ -28,10 +28,11 @@ _READ = {
     "304": {"description": "not modified (If-None-Match matched the hash ETag)"},
     "400": _reason("malformed id or hash"),
     "404": _reason("nothing stored under this name"),
-    "412": _reason("If-Match did not match"),
+    "412": _reason("If-Match or If-Unmodified-Since did not hold"),
     "416": _reason("unsatisfiable range"),
-    "503": _reason("object storage unavailable (S3 backend); retry"),
+    "503": _reason("storage unavailable, or too many connections; retry"),
 }
+_LIMITED = _reason("this client address asks too often or has too many uploads running; retry after Retry-After seconds")
 _LISTING_UNAVAILABLE = _reason("the index is still being built (see /status); retry after Retry-After seconds")
 _WRITE = {
     "200": _reason("stored; the body is the tails hash"),
@@ -39,9 +40,10 @@ _WRITE = {
     "401": _reason("an API token is required or wrong"),
     "403": _reason("the genesis names a ledger this server does not trust"),
     "404": _reason("the registry is not on the ledger"),
-    "408": _reason("the client stopped sending"),
+    "408": _reason("the body stopped, fell below the minimum rate, or passed the deadline"),
     "409": _reason("this exact file is already stored"),
     "413": _reason("a part is larger than allowed"),
+    "429": _LIMITED,
     "503": _reason("ledger or storage unavailable, too many uploads, or the server is stopping; retry"),
     "507": _reason("storage is full"),
 }
@@ -106,6 +108,7 @@ def document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}},
                         },
                         "400": _reason("bad limit or cursor, or a substring over 512 characters"),
+                        "429": _LIMITED,
                         "503": _LISTING_UNAVAILABLE,
                     },
                 },
@@ -118,7 +121,7 @@ def document() -> dict[str, Any]:
                         {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
                     ],
                     "responses": {"200": {"description": "a page; `next` is the cursor for the following one", "content": _JSON},
-                                  "400": _reason("bad limit or cursor"), "503": _LISTING_UNAVAILABLE},
+                                  "400": _reason("bad limit or cursor"), "429": _LIMITED, "503": _LISTING_UNAVAILABLE},
                 }
             },
             "/metrics": {"get": {"summary": "Prometheus metrics, summed over workers", "responses": {"200": {"description": "text exposition format", "content": _TEXT}}}},

@@ -13,10 +13,11 @@ import os
 
 from aiohttp import web
 
-from . import logs
+from . import logs, metrics
 from .app import STORAGE
 from .config import Settings
 from .front import FrontDoors
+from .limits import ClientAddress, Connections, QuietAcceptErrors, connection_budget, parse_networks, raise_fd_limit, reserve
 from .storage.local import LocalStorage
 
 
@@ -38,12 +39,13 @@ class FrontSite(web.BaseSite):
         )
 
 
-def front_doors(app: web.Application, settings: Settings, runner: web.AppRunner, tls: bool) -> FrontDoors | None:
+def front_doors(app: web.Application, settings: Settings, runner: web.AppRunner, tls: bool,
+                connections: Connections) -> FrontDoors | None:
     """Front doors for this server, stopped with it; None where every request must go to aiohttp."""
     storage = app[STORAGE]
     if tls or not isinstance(storage, LocalStorage) or not hasattr(os, "sendfile"):
         return None
-    doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size)
+    doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size, connections)
     drained: list[asyncio.Task] = []
 
     async def stop(_app: web.Application) -> None:
@@ -84,7 +86,18 @@ def run(app: web.Application, settings: Settings) -> None:
             loop.close()
 
 
+def connection_limits(settings: Settings) -> Connections:
+    """This process's connection caps, from the file descriptors it may open (raised to the hard limit)."""
+    limit = raise_fd_limit()
+    budget = connection_budget(settings.max_connections, limit, reserve(settings.max_uploads, settings.pool_cache_size))
+    connections = Connections(budget, settings.max_connections_per_client, ClientAddress(parse_networks(settings.trusted_proxies)))
+    metrics.watch_connections(connections)
+    return connections
+
+
 async def _serve(app: web.Application, settings: Settings) -> None:
+    asyncio.get_running_loop().set_exception_handler(QuietAcceptErrors())
+    connections = connection_limits(settings)
     runner = web.AppRunner(
         app,
         handle_signals=True,
@@ -95,8 +108,9 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     ssl_context = settings.ssl_context()
-    doors = front_doors(app, settings, runner, tls=ssl_context is not None)
+    doors = front_doors(app, settings, runner, tls=ssl_context is not None, connections=connections)
     await runner.setup()
+    connections.watch(runner.server)
     reuse_port = settings.workers > 1
     if doors is None:
         site: web.BaseSite = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, reuse_port=reuse_port)

@@ -19,11 +19,13 @@ import fcntl
 import mmap
 import os
 import select
+import time
 from concurrent.futures import Executor, Future
 
 from aiohttp import hdrs, web
 
 from .errors import SHUTTING_DOWN, BadRequest, RequestTimeout, Unavailable
+from .limits.pace import TICK, BodyClock
 from .parts import NO_CLOSING_BOUNDARY
 from .tails import BATCH, HEADER, TailsReceiver
 
@@ -32,6 +34,7 @@ CLOSES_CONNECTION = "tails_server.closes_connection"
 # Bytes moved per splice(): with 1 MiB pipes a 4 MiB upload took under half the system time it
 # took with the default 64 KiB. A user over the kernel's pipe-buffer quota gets the default, slower.
 PIPE_SIZE = 1 << 20
+TICK_MS = int(TICK * 1000)  # a waiting thread wakes this often to judge the body's pace
 # Bytes after a part's closing delimiter that the thread still takes in (cut off the temp file; the
 # epilogue is "--\r\n"); anything longer is left to aiohttp, which drains unread bodies for a bounded time.
 EPILOGUE_LIMIT = 1 << 16
@@ -58,24 +61,27 @@ class SocketBody:
     """The rest of one request body, moved from the raw socket into the temp file by a worker thread."""
 
     def __init__(
-        self, request: web.Request, head: list[bytes], remaining: int, read_timeout: float, executor: Executor,
+        self, request: web.Request, fd: int, head: list[bytes], remaining: int, clock: BodyClock, executor: Executor,
         boundary: bytes | None,
     ) -> None:
         self._request = request
         # A duplicate: if the server closes the transport while the thread reads (shutdown), the
         # thread's descriptor still names this connection, never a file or socket opened since.
-        self._fd = os.dup(request.transport.get_extra_info("socket").fileno())
+        self._fd = fd
         self._wake: tuple[int, int] | None = None
         self._head = head  # what the event loop had received before the handoff
         self.remaining = remaining
-        self._read_timeout = read_timeout
+        self._read_timeout = clock.seconds
+        self._pace = clock.pace
+        # Body bytes received before the head handed over here: the pace counts the whole body.
+        self._before = request.content.total_bytes - sum(map(len, head))
         self._executor = executor
         self._stopping = False
         self._boundary = boundary  # the content is a multipart part's, up to this boundary; None: raw
 
     @classmethod
     def take(
-        cls, request: web.Request, receiver: TailsReceiver, read_timeout: float, executor: Executor,
+        cls, request: web.Request, receiver: TailsReceiver, clock: BodyClock, executor: Executor,
         boundary: bytes | None = None,
     ) -> SocketBody | None:
         """Take the body off the event loop: plain TCP, a Content-Length, bytes still to come and a
@@ -94,11 +100,15 @@ class SocketBody:
             or content.exception() is not None
         ):
             return None
+        try:
+            fd = os.dup(transport.get_extra_info("socket").fileno())
+        except OSError:  # out of descriptors: aiohttp reads this body on the event loop instead
+            return None
         head = []
         # Reading can re-enter the parser and refill the buffer: drain until it stays empty.
         while chunk := content.read_nowait():
             head.append(chunk)
-        body = cls(request, head, max(0, request.content_length - content.total_bytes), read_timeout, executor, boundary)
+        body = cls(request, fd, head, max(0, request.content_length - content.total_bytes), clock, executor, boundary)
         transport.pause_reading()
         request[CLOSES_CONNECTION] = True
         return body
@@ -152,6 +162,7 @@ class SocketBody:
         poller.register(self._fd, select.POLLIN)
         poller.register(self._wake[0], select.POLLIN)
         pipe = os.pipe()
+        last_byte = time.monotonic()
         try:
             try:
                 fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -164,11 +175,13 @@ class SocketBody:
                     break
                 if self._stopping:
                     raise _Stopped()
+                self._pace.check(self._before + written)
                 try:
                     moved = os.splice(self._fd, pipe[1], min(self.remaining, PIPE_SIZE))
                 except BlockingIOError:
-                    if not poller.poll(int(self._read_timeout * 1000)):
-                        raise RequestTimeout(f"No request data for {self._read_timeout:g} s.") from None
+                    if not poller.poll(TICK_MS):  # woken each tick to judge the pace
+                        if time.monotonic() - last_byte >= self._read_timeout:
+                            raise RequestTimeout(f"No request data for {self._read_timeout:g} s.") from None
                     continue
                 except OSError as exc:
                     if exc.errno in (errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE):
@@ -176,6 +189,7 @@ class SocketBody:
                     raise
                 if not moved:
                     raise ConnectionResetError("Connection lost")
+                last_byte = time.monotonic()
                 self.remaining -= moved
                 written += moved
                 while moved:  # the pipe holds them all: a blocking write to the file

@@ -15,10 +15,13 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, RequestTimeout, Unavailable
+from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, Unavailable
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
+from .limits.clients import ClientAddress
+from .limits.pace import BodyClock, Pace
+from .limits.slots import PACE, UploadSlots
 from .metrics import LEDGER_LATENCY
 from .parts import LastPart, part_name, stream_chunk
 from .socket_body import CLOSES_CONNECTION, SocketBody
@@ -55,61 +58,13 @@ def malformed_body_is_bad_request() -> Iterator[None]:
         raise BadRequest(f"Malformed multipart body: {exc}") from None
 
 
-class StallClock:
-    """Cuts off a client whose body sends nothing for `seconds` with 408, not a held connection.
-
-    One clock per request and one timer per `seconds` of it: asyncio.timeout() around every
-    read made and cancelled a timer per chunk, a fifth of the event loop's Python work on uploads.
-    Only time spent waiting in `read()` counts, never time spent on the disk or the ledger.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._loop = asyncio.get_running_loop()
-        self._reader: asyncio.Task | None = None  # the task in read(), if one is
-        self._waiting_since = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._cancelling: int | None = None  # the reader's count of cancellations before ours
-
-    async def read(self, awaitable: Awaitable[T]) -> T:
-        """Await one read of the body."""
-        # A read may run in a task of its own (while a ledger lookup is pending): that task is cut off.
-        reader = self._reader = asyncio.current_task()
-        self._waiting_since = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_later(self.seconds, self._check)
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if self._cancelling is not None and reader is not None:
-                cancelling, self._cancelling = self._cancelling, None
-                if reader.uncancel() <= cancelling:  # cancelled by this clock alone
-                    raise RequestTimeout(f"No request data for {self.seconds:g} s.") from None
-            raise
-        finally:
-            self._reader = None
-
-    def _check(self) -> None:
-        """Timer: cancel a read that has waited `seconds`; re-arm for one that has waited less."""
-        self._timer = None
-        reader = self._reader
-        if reader is None:
-            return  # not waiting: the next read arms a new timer
-        waited = self._loop.time() - self._waiting_since
-        if waited < self.seconds:
-            self._timer = self._loop.call_later(self.seconds - waited, self._check)
-            return
-        self._cancelling = reader.cancelling()
-        reader.cancel()
-
-
 class MultipartBody:
     """A request's multipart parts, read so that only parse errors of the body become 400s."""
 
-    def __init__(self, request: web.Request, read_timeout: float) -> None:
+    def __init__(self, request: web.Request, clock: BodyClock) -> None:
         if not request.content_type.startswith("multipart/"):
             raise BadRequest(NOT_MULTIPART)
-        self.clock = StallClock(read_timeout)
+        self.clock = clock
         self._request = request
         with malformed_body_is_bad_request():
             self._reader = MultipartReader(request.headers, request.content)
@@ -136,20 +91,20 @@ class MultipartBody:
         A part with its own Content-Length or a transfer encoding keeps aiohttp's reader.
         """
         if hdrs.CONTENT_LENGTH in part.headers or hdrs.CONTENT_TRANSFER_ENCODING in part.headers:
-            return Body(self._request, self.chunks(part), self.clock.seconds, direct=False)
+            return Body(self._request, self.chunks(part), self.clock, direct=False)
         read_chunk = LastPart(self._request.content, self._boundary, self.clock.read).read_chunk
-        return Body(self._request, read_chunk, self.clock.seconds, boundary=self._boundary)
+        return Body(self._request, read_chunk, self.clock, boundary=self._boundary)
 
 
 class Body:
     """Where an upload's tails bytes come from: a worker thread reading the socket when it can, else the event loop."""
 
     def __init__(
-        self, request: web.Request, read_chunk: ReadChunk, read_timeout: float, direct: bool = True, boundary: bytes | None = None
+        self, request: web.Request, read_chunk: ReadChunk, clock: BodyClock, direct: bool = True, boundary: bytes | None = None
     ) -> None:
         self._request = request
         self._read_chunk = read_chunk  # the event loop's way: TLS, chunked or already received bodies
-        self._read_timeout = read_timeout
+        self._clock = clock
         self._direct = direct  # may a worker thread read it off the socket?
         self._boundary = boundary  # the tails bytes are a multipart part's content up to this boundary
 
@@ -157,7 +112,7 @@ class Body:
         """Feed every tails byte to `receiver`; stop at once if `expected` fails first."""
         direct = None
         if self._direct:
-            direct = SocketBody.take(self._request, receiver, self._read_timeout, threads, self._boundary)
+            direct = SocketBody.take(self._request, receiver, self._clock, threads, self._boundary)
         if direct is not None:
             return await direct.receive_into(receiver, expected)
         while chunk := await _next_chunk(self._read_chunk, expected):
@@ -176,7 +131,7 @@ class Uploads:
         read_timeout: float,
         min_free_space: int = 0,
         trusted: TrustedLedgers | None = None,
-        max_uploads: int = 64,
+        slots: UploadSlots | None = None,
         publish: Publish | None = None,
     ) -> None:
         self.storage = storage
@@ -187,10 +142,10 @@ class Uploads:
         self.read_timeout = read_timeout
         self.min_free_space = min_free_space
         self.trusted = trusted or TrustedLedgers({})
-        self.max_uploads = max_uploads
+        self.slots = slots or UploadSlots(64, 64, 0, float("inf"), ClientAddress([]))
         # One thread per upload whose body is read off the socket: a slow client holds its own
         # thread, never one that hashes, syncs or locks for others.
-        self.threads = ThreadPoolExecutor(max_uploads, "tails-receive")
+        self.threads = ThreadPoolExecutor(self.slots.total, "tails-receive")
         self._in_flight: dict[int, web.Request] = {}  # uploads being handled, by id(): requests are unhashable
         self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 
@@ -199,7 +154,7 @@ class Uploads:
 
         A did:indy id of a trusted ledger may send `tails` alone.
         """
-        body = MultipartBody(request, self.read_timeout)
+        body = MultipartBody(request, self._clock(request))
         # Refuse early, before the ledger and before the tails bytes.
         if await self.storage.stat(rev_reg_id) is not None:
             raise Conflict(ALREADY_STORED)
@@ -266,22 +221,32 @@ class Uploads:
         if await self.storage.stat(tails_hash) is not None:
             raise Conflict(ALREADY_STORED)
         if request.content_type.startswith("multipart/"):
-            body = MultipartBody(request, self.read_timeout)
+            body = MultipartBody(request, self._clock(request))
             part = await body.next_part()
             if part is None:
                 raise BadRequest("Expected one part holding the tails file.")
             source = body.last_part(part)
         else:
-            source = Body(request, _raw_body(request, self.read_timeout), self.read_timeout)
+            clock = self._clock(request)
+            source = Body(request, _raw_body(request, clock), clock)
         known: asyncio.Future[TailsHash] = asyncio.get_running_loop().create_future()
         known.set_result(tails_hash)
         return await self._receive_and_commit(source, known, tails_hash)
 
+    def _clock(self, request: web.Request) -> BodyClock:
+        """The body's stall and pace clock (the pace was given when the upload was admitted)."""
+        pace = request.get(PACE) or Pace(0, float("inf"))
+        return BodyClock(self.read_timeout, pace, lambda: request.content.total_bytes)
+
     @contextmanager
     def admitted(self, request: web.Request) -> Iterator[None]:
-        """Count an upload in; past max_uploads it is turned away with 503 before any work, as is one a stopping server ends."""
-        if len(self._in_flight) >= self.max_uploads:
-            raise Unavailable(f"Too many uploads in progress (limit {self.max_uploads}); retry shortly.")
+        """Count an upload in (503 when no slot is free, 429 past its client's share), and 503 one a stopping server ends."""
+        with self.slots.take(request):
+            with self._running(request):
+                yield
+
+    @contextmanager
+    def _running(self, request: web.Request) -> Iterator[None]:
         self._in_flight[id(request)] = request
         try:
             yield
@@ -358,10 +323,8 @@ def _consume_outcome(future: asyncio.Future) -> None:
         future.exception()
 
 
-def _raw_body(request: web.Request, read_timeout: float) -> ReadChunk:
+def _raw_body(request: web.Request, clock: BodyClock) -> ReadChunk:
     """The body's chunks as the connection delivered them (no joining), b"" at its end."""
-
-    clock = StallClock(read_timeout)
 
     async def read_chunk(_size: int) -> bytes:
         return await stream_chunk(request.content, clock.read)

@@ -86,14 +86,22 @@ class LocalView:
         return list(directory.iterdir()) if directory.exists() else []
 
 
+# The suite plays many clients from one loopback address: per-client limits are lifted unless a
+# test sets them again (later flags win); the tests of those limits use their defaults.
+MANY_CLIENTS = ("--rate-limit-writes", "0", "--rate-limit-listings", "0", "--max-uploads-per-client", "100000",
+                "--max-connections-per-client", "100000")
+
+
 class ServerProcess:
     """`python -m tails_server` in a child process, on a free loopback port."""
 
-    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None, view=None) -> None:
+    def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None, view=None,
+                 launcher: list[str] | None = None) -> None:
         self.storage = storage
+        self.launcher = launcher or []  # e.g. prlimit with its options, run in front of the server
         self.view = view or LocalView(storage)  # where its files are, whatever the backend
         self.port = free_port()
-        self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(storage), *args]
+        self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(storage), *MANY_CLIENTS, *args]
         self.cwd = cwd
         self.env = env
         self.log_path = storage.parent / f"server-{self.port}.log"
@@ -115,7 +123,8 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> ServerProcess:
         log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tails_server", *self.args], stdout=log, stderr=log, cwd=self.cwd, env=env)
+        command = [*self.launcher, sys.executable, "-m", "tails_server", *self.args]
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.cwd, env=env)
         self.wait_until_up(self.url, self.proc, timeout, self.log, self.ssl_context)
         self.wait_index_ready(timeout)
         return self

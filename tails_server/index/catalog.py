@@ -97,10 +97,13 @@ class Catalog:
     # plumbing
 
     async def read(self, method, *args):
-        """Run a db.Reader method on a reader thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: method(self._reader_connections.get(), *args)
-        )
+        """Run a db.Reader method on a reader thread; an unreadable index is a 503, not a 500."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, lambda: method(self._reader_connections.get(), *args)
+            )
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"The index could not be read ({exc}); retry shortly.") from None
 
     async def write(self, method, *args, **kwargs):
         """Run a db.Writer method on the writer thread."""
@@ -139,7 +142,10 @@ class Catalog:
         except BaseException:
             await self._record(db.Writer.orphan, values)
             raise
-        size = os.stat(temp.path).st_size
+        try:
+            size = os.stat(temp.path).st_size
+        except OSError:  # stored already: the next scan fills the size in
+            size = None
         rows = [Row(tails_hash.value, tails_hash.value, False, size, time.time(), self.storage.pointer_tag(tails_hash))]
         if stored and isinstance(name, RevRegId):
             rows.append(Row(name.value, tails_hash.value, True))

@@ -11,6 +11,7 @@ several processes of one host (workers) share the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -384,8 +385,6 @@ def _page(rows: list, limit: int) -> tuple[list[str], int | None]:
 
 
 def _json_list(items: Iterable[str]) -> str:
-    import json
-
     return json.dumps(list(items))
 
 

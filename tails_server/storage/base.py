@@ -110,14 +110,18 @@ class TempFile:
         os.fdatasync(self.fd)  # data and size; mtime can be lost harmlessly
 
     def discard(self) -> None:
-        """Close and remove the file; safe to call more than once."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Close and remove the file; safe to call more than once, and never raises.
+
+        It runs after the upload's outcome is decided (stored, or refused): a failing disk here
+        must not turn that outcome into an error. What is left is removed at the next start.
+        """
+        fd, self.fd = self.fd, None
         try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+            if fd is not None:
+                os.close(fd)
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            LOGGER.warning("could not remove the temp file %s (removed at the next start): %s", self.path.name, exc)
 
 
 class Spool:

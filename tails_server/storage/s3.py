@@ -11,6 +11,7 @@ Uploads are received and verified in a local spool directory first; nothing unve
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -28,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..errors import BadRequest, Unavailable
 from ..ids import RevRegId, TailsHash
 from .base import HASH, QUARANTINE, Entry, Listed, Name, Spool, Storage, StoredFile, TempFile, key_of
+from .budget import ATTEMPTS, CONNECT, READ, READY_LIMIT, Budgeted
 from .cache import FileCache
 from .s3_journal import S3Journal
 
@@ -128,17 +130,17 @@ class S3Storage(Storage):
             # the body against it, so signing the body a second time would only cost a pass.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            # One retry, short timeouts: a client (ACA-Py allows 10 s) gets a 503 it can retry
-            # rather than a hang while the store is away.
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=30,
+            # One retry, short timeouts (see budget.py): a client (ACA-Py allows 10 s) gets a 503
+            # it can retry rather than a hang while the store is away.
+            retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+            connect_timeout=CONNECT,
+            read_timeout=READ,
             max_pool_connections=64,
         )
         region = session.get_config_variable("region") or "us-east-1"
-        self.client = await self._exit.enter_async_context(
+        self.client = Budgeted(await self._exit.enter_async_context(
             session.create_client("s3", endpoint_url=self.endpoint_url, region_name=region, config=config)
-        )
+        ))
         if problem := await self.problem():
             LOGGER.error("%s; uploads and downloads fail until it is fixed", problem)
 
@@ -149,7 +151,8 @@ class S3Storage(Storage):
         if problem := self.spool.problem():
             return problem
         try:  # a listing under our prefix needs no more rights than the server uses anyway (no HeadBucket)
-            await self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            async with asyncio.timeout(READY_LIMIT):
+                await self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except ClientError as exc:
             return f"bucket {self.bucket!r} is not usable: {_code(exc)[1] or exc}"
         except (TimeoutError, BotoCoreError, OSError) as exc:

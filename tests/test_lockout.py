@@ -1,0 +1,130 @@
+"""A public server cannot be locked out: connection floods, running out of descriptors, forged log lines.
+
+Real servers under `prlimit`, real sockets on loopback; the honest client speaks from a second
+address (127.0.0.2), as another host would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from collections import Counter
+
+import aiohttp
+from support import random_tails
+
+from tails_server.auth import hash_token
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+HONEST = "127.0.0.2"
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def honest_session() -> aiohttp.ClientSession:
+    """A client on another loopback address, with a new connection per request."""
+    connector = aiohttp.TCPConnector(local_addr=(HONEST, 0), force_close=True)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10))
+
+
+async def first_bytes(reader: asyncio.StreamReader, wait: float) -> bytes | None:
+    """What the server sent on a connection within `wait` s: bytes, b"" when it closed, None when silent."""
+    try:
+        return await asyncio.wait_for(reader.read(256), wait)
+    except TimeoutError:
+        return None
+    except ConnectionError:
+        return b""
+
+
+async def test_a_connection_flood_from_one_address_leaves_others_served(new_server):
+    proc = new_server("--idle-timeout", "3", "--max-connections-per-client", "100", "--max-uploads", "8",
+                      "--pool-cache-size", "2", launcher=["prlimit", "--nofile=512:512", "--"])
+    pid = proc.proc.pid
+    data, h = random_tails(4)
+    baseline = fds(pid)
+    flood = [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(400)]  # more than the per-client cap
+    try:
+        answers = await asyncio.gather(*(first_bytes(reader, 2) for reader, _ in flood))
+        refused = [a for a in answers if a and a.startswith(b"HTTP/1.1 503 ")]
+        assert len(refused) == 300 and all(a is None for a in answers if a not in refused), Counter(map(bytes, filter(None, answers)))
+
+        outcomes = []
+        async with honest_session() as http:  # meanwhile another address uploads and downloads
+            async with http.put(f"{proc.url}/hash/{h}", data=data, headers=OCTETS) as resp:
+                outcomes.append(resp.status)
+            for _ in range(30):
+                async with http.get(f"{proc.url}/hash/{h}") as resp:
+                    outcomes.append(resp.status if await resp.read() == data else -1)
+                async with http.get(f"{proc.url}/livez") as resp:
+                    outcomes.append(resp.status)
+        assert outcomes == [200] * 61, Counter(outcomes)
+
+        # the flood's admitted connections stay idle: the server closes each after --idle-timeout
+        closed = await asyncio.gather(*(first_bytes(reader, 6) for reader, _ in flood))
+        assert all(a == b"" or (a or b"").startswith(b"HTTP/1.1 503 ") for a in closed), Counter(map(repr, closed))
+        assert fds(pid) <= baseline + 5
+    finally:
+        for _, writer in flood:
+            writer.close()
+    async with aiohttp.ClientSession() as http, http.get(f"{proc.url}/metrics") as resp:
+        text = await resp.text()
+    assert re.search(r'^tails_connections_refused_total\{reason="too_many_from_client"\} 300\.0$', text, re.M), text
+
+
+async def test_running_out_of_descriptors_gives_503s_and_the_server_recovers(new_server, http):
+    proc = new_server("--idle-timeout", "2")
+    pid = proc.proc.pid
+    data, h = random_tails(2)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers=OCTETS) as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.5)  # the keep-alive connection above is gone from the count below
+    hard = int(subprocess.run(["prlimit", f"--pid={pid}", "--nofile", "--raw", "--noheadings", "--output=HARD"],
+                              capture_output=True, text=True, check=True).stdout)
+    began = time.monotonic()
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={fds(pid) + 2}:{hard}"], check=True)  # all but two in use
+    try:
+        statuses = Counter()
+
+        async def one() -> None:
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=4)) as fresh:
+                    async with fresh.get(f"{proc.url}/hash/{h}", headers={"Connection": "close"}) as resp:
+                        body = await resp.read()
+                        statuses[resp.status if resp.status != 200 or body == data else -1] += 1
+            except (TimeoutError, aiohttp.ClientError):
+                statuses["no answer"] += 1  # waiting in the listen queue while accept() cannot take it
+
+        await asyncio.gather(*(one() for _ in range(20)))
+        assert 500 not in statuses and -1 not in statuses and statuses[503] >= 1, statuses
+    finally:
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={hard}:{hard}"], check=True)
+    for _ in range(3):  # with descriptors back, everything works again
+        async with http.get(f"{proc.url}/hash/{h}") as resp:
+            assert resp.status == 200 and await resp.read() == data
+    log = proc.log()
+    assert "Traceback" not in log and "Exception in callback" not in log, log[-3000:]
+    reports = log.count("cannot accept connections")
+    assert reports <= 1 + (time.monotonic() - began) / 10, log[-3000:]  # at most one report per 10 s
+
+
+async def test_client_text_never_forges_a_log_line(new_server, http):
+    forged = "2026-12-03 08:00:00,000 ERROR tails_server.app: FORGED"
+    proc = new_server("--api-key-hash", hash_token("a-token-of-sixteen-chars"))
+    path = "/hash/x%0A" + forged.replace(" ", "%20")
+    for method, headers in (("PUT", {"Authorization": "Bearer a-token-of-sixteen-chars", **OCTETS}), ("PUT", OCTETS), ("GET", {})):
+        async with http.request(method, proc.url + path, data=b"\x00\x02", headers={**headers, "X-Request-ID": "a\nb"}) as resp:
+            assert resp.status in (400, 401, 404), resp.status
+    async with http.get(proc.url + "/%E2%80%A8" + forged.replace(" ", "%20")) as resp:  # U+2028, a line break to some readers
+        assert resp.status in (400, 404)
+    await asyncio.sleep(0.5)  # access lines are flushed every 0.2 s
+    log = proc.log()
+    assert "FORGED" in log  # the text is there, on the line of the request that carried it
+    for line in log.splitlines():
+        assert not line.startswith(forged[:24]), line
+        assert "\u2028" not in line
