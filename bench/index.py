@@ -4,10 +4,12 @@
 
 For each size it generates a store in the documented layout (hash/<tailsHash> files of 130
 bytes and id/<id> symlinks to them; on S3 hash/ and id/ objects), or reuses one from an earlier
-run in --stores. Then it starts a server without an index and times it until /readyz says the
-index is built (cold), measures p50/p99 of one client's requests, restarts it with the index in
-place (warm) and reads the server's RSS. Needs tails-server with its test extras (SeaweedFS for
---s3). Every load is bounded in count. Writes bench/results/index-latest.json.
+run in --stores. It starts a server on each without an index and times it until /readyz says
+the index is built (cold); with every server running, it measures p50/p99 of one client's
+requests in three rounds that alternate between the stores (each figure: the median of the
+rounds); then it reads each server's RSS, restarts it with the index in place (warm) and times
+it again. Needs tails-server with its test extras (SeaweedFS for --s3). Every load is bounded
+in count. Writes bench/results/index-latest.json.
 
 Targets (issue: a million registries): every median at 100,000 within 1.5x of the same at
 1,000; at 1,000,000 /match (selective) and an /index.json page p99 <= 20 ms; RSS <= 100 MiB;
@@ -36,6 +38,7 @@ from object_store import AWS_ENV, BUCKET, SeaweedFS  # noqa: E402, I001 - tests/
 
 PER_CRED_DEF, CRED_DEFS_PER_ISSUER = 4, 10  # so a cred def's answer is the same size in every store
 READY_BOUND = 1800.0  # s a cold build may take before the run gives up
+ROUNDS = 3  # measurements alternate between the stores this many times; each figure is the median of the rounds
 
 
 def registry(i: int) -> tuple[bytes, str, str]:
@@ -135,9 +138,9 @@ async def first_download(port: int, tails_hash: str) -> float:
     raise RuntimeError("no download")
 
 
-async def measure(port: int, count: int, requests: int) -> dict:
+async def measure(port: int, count: int, requests: int, round_number: int = 0) -> dict:
     """p50/p99 of one keep-alive client's requests, each kind `requests` times, on random stored names."""
-    rng = random.Random(count)
+    rng = random.Random(count * 100 + round_number)
     picks = [registry(rng.randrange(count)) for _ in range(requests)]
     base = f"http://127.0.0.1:{port}"
     kinds = {
@@ -174,40 +177,59 @@ async def measure(port: int, count: int, requests: int) -> dict:
     return results
 
 
-async def one_store(label: str, count: int, storage: Path, extra: list[str], env: dict, requests: int, workdir: Path) -> dict:
-    index = workdir / f"index-{label}.sqlite3"
-    for suffix in ("", "-wal", "-shm", ".lead"):
-        Path(f"{index}{suffix}").unlink(missing_ok=True)
-    args = ["--index-path", str(index), "--log-level", "WARNING", *extra]
-    log = workdir / f"server-{label}.log"
-    began = time.monotonic()
-    server = bench.start_tails_server(storage, 1, log, *args, env=env)
-    try:
-        await first_download(server.port, registry(0)[1])
-        download = time.monotonic() - began  # from the process's start
-        await wait_ready(server.port, READY_BOUND)
-        cold = time.monotonic() - began
-        await wait_merged(server.port)
-        merged = time.monotonic() - began
-        rss_built = server.rss_kib() / 1024
-        figures = await measure(server.port, count, requests)
-        rss_after = server.rss_kib() / 1024
-        peak = server.rss_kib("VmHWM") / 1024
-    finally:
-        server.stop()
-    began = time.monotonic()
-    server = bench.start_tails_server(storage, 1, log, *args, env=env)
-    try:
-        await wait_ready(server.port, 60)
-        warm = time.monotonic() - began
-        warm_rss = server.rss_kib() / 1024
-    finally:
-        server.stop()
-    return {
-        "registries": count, "requests": figures, "first download s": download, "ready cold s": cold, "merged s": merged, "ready warm s": warm,
-        "rss after build MiB": rss_built, "rss after requests MiB": rss_after, "rss peak MiB": peak, "rss warm MiB": warm_rss,
-        "index MiB": index.stat().st_size / (1 << 20),
-    }
+class Store:
+    """One store under test: its server, started without an index, and what it measured."""
+
+    def __init__(self, label: str, count: int, storage: Path, extra: list[str], env: dict, workdir: Path) -> None:
+        self.label, self.count, self.storage, self.env = label, count, storage, env
+        self.index = workdir / f"index-{label}.sqlite3"
+        self.args = ["--index-path", str(self.index), "--log-level", "WARNING", *extra]
+        self.log = workdir / f"server-{label}.log"
+        self.server = None
+        self.figures: dict = {"registries": count}
+        self.rounds: list[dict] = []
+
+    async def start_cold(self) -> None:
+        """Start without an index: time the first download, the build and the merge."""
+        for suffix in ("", "-wal", "-shm", ".lead"):
+            Path(f"{self.index}{suffix}").unlink(missing_ok=True)
+        began = time.monotonic()
+        self.server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
+        await first_download(self.server.port, registry(0)[1])
+        self.figures["first download s"] = time.monotonic() - began  # from the process's start
+        await wait_ready(self.server.port, READY_BOUND)
+        self.figures["ready cold s"] = time.monotonic() - began
+        await wait_merged(self.server.port)
+        self.figures["merged s"] = time.monotonic() - began
+        self.figures["rss after build MiB"] = self.server.rss_kib() / 1024
+
+    async def measure_round(self, requests: int) -> None:
+        self.rounds.append(await measure(self.server.port, self.count, requests, len(self.rounds)))
+
+    async def restart_warm(self) -> None:
+        """RSS after the requests, then a restart with the index in place: time to ready and RSS."""
+        self.figures["rss after requests MiB"] = self.server.rss_kib() / 1024
+        self.figures["rss peak MiB"] = self.server.rss_kib("VmHWM") / 1024
+        self.server.stop()
+        began = time.monotonic()
+        self.server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
+        try:
+            await wait_ready(self.server.port, 60)
+            self.figures["ready warm s"] = time.monotonic() - began
+            self.figures["rss warm MiB"] = self.server.rss_kib() / 1024
+        finally:
+            self.server.stop()
+        self.figures["index MiB"] = self.index.stat().st_size / (1 << 20)
+        # each figure: the median over the rounds of that round's p50 (or p99)
+        self.figures["requests"] = {
+            kind: {q: statistics.median(r[kind][q] for r in self.rounds) for q in ("p50_ms", "p99_ms")}
+            for kind in self.rounds[0]
+        }
+        self.figures["rounds"] = self.rounds
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 def table(results: dict[str, dict]) -> str:
@@ -233,39 +255,70 @@ def table(results: dict[str, dict]) -> str:
 
 
 async def main_async(options) -> dict:
-    stores = Path(options.stores)
-    stores.mkdir(parents=True, exist_ok=True)
+    """Every store's server runs at once; the measurements alternate between them in ROUNDS rounds,
+    so that a busy minute of the machine weighs on every store alike."""
+    stores_dir = Path(options.stores)
+    stores_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tails-index-bench-"))
-    results: dict[str, dict] = {}
-    for count in options.sizes:
-        root = stores / f"local-v2-{count}"
-        began = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(None, make_local, root, count)
-        print(f"local store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
-        results[f"local {count:,}"] = await one_store(f"local-{count}", count, root, [], {}, options.requests, workdir)
-        print(json.dumps(results[f"local {count:,}"]), flush=True)
-    if options.s3:
-        store = SeaweedFS(workdir / "seaweedfs").start()
-        try:
+    stores: list[Store] = []
+    seaweed = None
+    try:
+        for count in options.sizes:
+            root = stores_dir / f"local-v2-{count}"
+            began = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, make_local, root, count)
+            print(f"local store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
+            stores.append(Store(f"local {count:,}", count, root, [], {}, workdir))
+        if options.s3:
+            seaweed = SeaweedFS(workdir / "seaweedfs").start()
             for count in (min(options.sizes), options.s3):
                 prefix = f"bench-v2-{count}"
                 began = time.monotonic()
-                await make_s3(store.endpoint, prefix, count)
+                await make_s3(seaweed.endpoint, prefix, count)
                 print(f"S3 store of {count:,} ready in {time.monotonic() - began:.0f} s", flush=True)
-                extra = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", store.endpoint]
-                results[f"S3 {count:,}"] = await one_store(f"s3-{count}", count, workdir / f"spool-{count}", extra, AWS_ENV,
-                                                           options.requests, workdir)
-                print(json.dumps(results[f"S3 {count:,}"]), flush=True)
-        finally:
+                extra = ["--storage", f"s3://{BUCKET}/{prefix}", "--s3-endpoint-url", seaweed.endpoint]
+                stores.append(Store(f"S3 {count:,}", count, workdir / f"spool-{count}", extra, AWS_ENV, workdir))
+            await settle(seaweed)
+        for store in stores:
+            await store.start_cold()
+            print(f"{store.label}: built in {store.figures['ready cold s']:.1f} s", flush=True)
+        for round_number in range(ROUNDS):
+            for store in stores:
+                await store.measure_round(options.requests)
+            print(f"round {round_number + 1} of {ROUNDS} done", flush=True)
+        for store in stores:
+            await store.restart_warm()
+            print(json.dumps({store.label: {k: v for k, v in store.figures.items() if k != "rounds"}}), flush=True)
+    finally:
+        for store in stores:
             store.stop()
-    return results
+        if seaweed is not None:
+            seaweed.stop()
+    return {store.label: store.figures for store in stores}
+
+
+async def settle(seaweed: SeaweedFS, bound: float = 300) -> None:
+    """Wait until the store's processes use under a tenth of a core (bulk loads leave it busy a while)."""
+    began = time.monotonic()
+    while time.monotonic() - began < bound:
+        before = sum(cpu_seconds(p.pid) for p in seaweed.processes)
+        await asyncio.sleep(5)
+        if sum(cpu_seconds(p.pid) for p in seaweed.processes) - before < 0.5:
+            return
+    print("the S3 store stayed busy: its rows may read high", flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its waited-for children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,100000,1000000", type=lambda t: [int(x) for x in t.split(",")])
     parser.add_argument("--s3", type=int, default=100000, help="registries in the S3 store (0: no S3 rows)")
-    parser.add_argument("--requests", type=int, default=400, help="requests of each kind per store")
+    parser.add_argument("--requests", type=int, default=400, help="requests of each kind per store and round")
     parser.add_argument("--stores", default=str(Path(tempfile.gettempdir()) / "tails-index-stores"),
                         help="where generated stores are kept for later runs")
     options = parser.parse_args()

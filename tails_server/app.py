@@ -54,7 +54,7 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     except ConnectionError:  # the client left mid-request: routine, and no one to answer (nginx's 499)
         return _finished(request, web.Response(status=499, reason="Client Closed Request"), tag)
     except OSError as exc:  # storage (or the process) failed in a way no handler expected: 503/507, not 500
-        error = from_os_error(exc)
+        error = from_os_error(exc, writing=request.method in UPLOAD_METHODS)
         request[metrics.ERROR] = error
         LOGGER.error("storage error on %s %s (request %s): %s", request.method, request.path, request_id, exc)
         return _finished(request, web.Response(status=error.status, text=error.reason, headers=error.headers), tag)

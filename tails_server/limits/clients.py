@@ -62,7 +62,9 @@ class ClientAddress:
         if not self.is_trusted(address):
             return address
         for hop in reversed(_forwarded_chain(request.headers)[-MAX_HOPS:]):
-            if not _valid_ip(hop):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
                 break
             address = hop
             if not self.is_trusted(hop):
@@ -93,11 +95,3 @@ def _strip_node(node: str) -> str:
     if node.count(":") == 1:
         return node.split(":", 1)[0]
     return node
-
-
-def _valid_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
