@@ -10,10 +10,12 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import time
 from collections import Counter
 
 import aiohttp
+import pytest
 from support import random_tails
 
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -167,3 +169,27 @@ async def test_a_download_cut_short_is_logged_and_counted_as_such(http, new_serv
     assert len(lines) == 2 and all(line.endswith("cut-short") for line in lines), lines
     sizes = [int(line.split('" ', 1)[1].split()[1]) for line in lines]
     assert all(0 < size < len(data) for size in sizes), lines
+
+
+async def test_a_cleanup_that_fails_does_not_change_a_stored_uploads_answer(new_server, tmp_path):
+    proc = new_server()
+    spool = proc.storage / ".tmp"
+    data, h = random_tails(1000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data[:1000])
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the temp file exists now
+    if subprocess.run(["chattr", "+i", str(spool)], capture_output=True).returncode != 0:
+        writer.close()
+        pytest.skip("chattr +i is not available here (needs root and a filesystem with the flag)")
+    try:
+        writer.write(data[1000:])
+        answer = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        subprocess.run(["chattr", "-i", str(spool)], check=True)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(h.encode()), answer
+    async with aiohttp.ClientSession() as http, http.get(f"{proc.url}/hash/{h}") as resp:
+        assert resp.status == 200 and await resp.read() == data
+    assert "could not remove the temp file" in proc.log()

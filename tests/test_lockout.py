@@ -141,3 +141,17 @@ async def test_client_text_never_forges_a_log_line(new_server):
     for line in log.splitlines():
         assert not line.startswith(forged[:24]), line
         assert "\u2028" not in line and "\x1b" not in line, line
+
+
+async def test_max_connections_stays_below_the_descriptor_limit(new_server):
+    proc = new_server("--max-connections", "100000", "--max-connections-per-client", "1000", "--max-uploads", "8",
+                      "--pool-cache-size", "2", "--idle-timeout", "5", launcher=["prlimit", "--nofile=300:300", "--"])
+    assert "--max-connections 100000 lowered to 90" in proc.log()  # (300 less 64 + 3 x 8 + 16 x 2 in reserve) / 2 each
+    flood = [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(120)]
+    try:
+        answers = await asyncio.gather(*(first_bytes(reader, 2) for reader, _ in flood))
+        refused = [a for a in answers if a and a.startswith(b"HTTP/1.1 503 ") and b"too many connections" in a]
+        assert len(refused) == 30 and answers.count(None) == 90, Counter(map(repr, answers))
+    finally:
+        for _, writer in flood:
+            writer.close()

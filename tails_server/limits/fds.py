@@ -12,6 +12,7 @@ NR_OPEN_CAP = 1 << 20  # an "unlimited" hard limit is capped here (Linux's defau
 RESERVE_BASE = 64  # listening sockets, logs, the index, thread wake-ups, /proc reads
 PER_UPLOAD = 3  # its temp file, the stored file it links, a directory fsync
 PER_POOL = 16  # a ledger pool's sockets to its nodes
+PER_CONNECTION = 2  # its socket, and the duplicate a download's sendfile or an upload's reader thread holds
 LOG_EVERY = 10.0  # seconds between two reports of the same shortage
 
 
@@ -35,7 +36,7 @@ def reserve(max_uploads: int, pool_cache_size: int) -> int:
 
 def connection_budget(requested: int, limit: int, reserved: int) -> int:
     """The connection cap: as requested, but never so high that connections could take the reserve."""
-    ceiling = max(limit - reserved, 16)
+    ceiling = max((limit - reserved) // PER_CONNECTION, 16)
     if requested <= 0:
         return ceiling
     if requested > ceiling:
