@@ -27,18 +27,23 @@ def other_address() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=20))
 
 
-async def trickle(port: int, tails_hash: str, seconds: float) -> bytes:
-    """A PUT that promises 1 MiB and sends a byte a second; what the server answered (b"" if nothing)."""
+async def trickle(port: int, tails_hash: str, seconds: float, chunked: bool = False) -> bytes:
+    """A PUT that promises 1 MiB (or sends chunks) a byte a second; what the server answered (b"" if nothing).
+
+    With a Content-Length the body is read by a worker thread off the socket; chunked, by aiohttp
+    on the event loop: both readers judge the pace.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {1 << 20}"
     writer.write(f"PUT /hash/{tails_hash} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                 f"Content-Length: {1 << 20}\r\n\r\n\x00\x02".encode())
+                 f"{framing}\r\n\r\n".encode() + (b"2\r\n\x00\x02\r\n" if chunked else b"\x00\x02"))
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             try:
                 return await asyncio.wait_for(reader.read(512), 1.0)
             except TimeoutError:
-                writer.write(b"\x00")
+                writer.write(b"1\r\n\x00\r\n" if chunked else b"\x00")
         return b""
     except ConnectionError:
         return b""
@@ -46,10 +51,11 @@ async def trickle(port: int, tails_hash: str, seconds: float) -> bytes:
         writer.close()
 
 
-async def test_trickling_uploads_hold_no_slot_from_other_issuers(new_server):
+@pytest.mark.parametrize("chunked", [False, True], ids=["thread-read", "event-loop-read"])
+async def test_trickling_uploads_hold_no_slot_from_other_issuers(new_server, chunked):
     proc = new_server("--max-uploads", "12", "--max-uploads-per-client", "4", "--upload-min-rate", "4KiB")
     hashes = [random_tails(1)[1] for _ in range(10)]
-    slow = [asyncio.ensure_future(trickle(proc.port, h, 20)) for h in hashes]  # one address, ten slow uploads
+    slow = [asyncio.ensure_future(trickle(proc.port, h, 20, chunked)) for h in hashes]  # one address, ten slow uploads
     await asyncio.sleep(1.5)
     outcomes = []
     async with other_address() as http:  # meanwhile another issuer uploads, four at a time, as often as it likes
