@@ -8,7 +8,6 @@ so a refused client learns why and every descriptor comes back.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from typing import Any
 
@@ -16,7 +15,6 @@ from aiohttp import web
 
 from .clients import ClientAddress, client_key
 
-LOGGER = logging.getLogger(__name__)
 _REFUSAL = (
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: {retry}\r\n"
     "Connection: close\r\nContent-Length: {length}\r\n\r\n{reason}"
