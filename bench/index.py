@@ -5,11 +5,11 @@
 For each size it generates a store in the documented layout (hash/<tailsHash> files of 130
 bytes and id/<id> symlinks to them; on S3 hash/ and id/ objects), or reuses one from an earlier
 run in --stores. It starts a server on each without an index and times it until /readyz says
-the index is built (cold); with every server running, it measures p50/p99 of one client's
-requests in three rounds that alternate between the stores (each figure: the median of the
-rounds); then it reads each server's RSS, restarts it with the index in place (warm) and times
-it again. Needs tails-server with its test extras (SeaweedFS for --s3). Every load is bounded
-in count. Writes bench/results/index-latest.json.
+the index is built (cold). Then, in three rounds that take the stores in turn with one server
+running at a time, it restarts each with its index in place (warm: timed), measures p50/p99 of
+one client's requests (each kind twice over the same names, the second pass counted) and reads
+its RSS; each figure is the median of the rounds. Needs tails-server with its test extras
+(SeaweedFS for --s3). Every load is bounded in count. Writes bench/results/index-latest.json.
 
 Targets (issue: a million registries): every median at 100,000 within 1.5x of the same at
 1,000; at 1,000,000 /match (selective) and an /index.json page p99 <= 20 ms; RSS <= 100 MiB;
@@ -36,8 +36,11 @@ import base58
 import run as bench  # helpers: servers, ports, RSS
 from object_store import AWS_ENV, BUCKET, SeaweedFS  # noqa: E402, I001 - tests/ is on the path once run is imported
 
+from tails_server.auth import hash_token
+
 PER_CRED_DEF, CRED_DEFS_PER_ISSUER = 4, 10  # so a cred def's answer is the same size in every store
 READY_BOUND = 1800.0  # s a cold build may take before the run gives up
+ADMIN_TOKEN = "bench-admin-token-0123456789"  # deletes what the PUT measurements uploaded
 ROUNDS = 3  # measurements alternate between the stores this many times; each figure is the median of the rounds
 
 
@@ -55,6 +58,7 @@ def make_local(root: Path, count: int) -> None:
     """hash/ and id/ as the server lays them out; skipped if a complete one is there."""
     done = root / ".generated"
     if done.exists() and done.read_text() == str(count):
+        _prune(root, count)
         return
     (root / "hash").mkdir(parents=True, exist_ok=True)
     (root / "id").mkdir(exist_ok=True)
@@ -67,6 +71,18 @@ def make_local(root: Path, count: int) -> None:
         if not link.is_symlink():
             os.symlink(f"../hash/{tails_hash}", link)
     done.write_text(str(count))
+
+
+def _prune(root: Path, count: int) -> None:
+    """Remove files an older run's PUT measurements left behind (runs now delete their uploads)."""
+    stored = os.listdir(root / "hash")
+    if len(stored) <= count:
+        return
+    generated = {registry(i)[1] for i in range(count)}
+    for name in stored:
+        if name not in generated:
+            (root / "hash" / name).unlink()
+    print(f"removed {len(stored) - count} files left by an earlier run from {root.name}", flush=True)
 
 
 async def make_s3(endpoint: str, prefix: str, count: int) -> None:
@@ -172,7 +188,7 @@ async def measure(port: int, count: int, requests: int, round_number: int = 0) -
                         assert resp.status == 200, (kind, resp.status, await resp.text())
                     samples.append(time.perf_counter() - began)
             results[kind] = percentiles(samples)
-        samples = []
+        samples, uploaded = [], []
         for _ in range(requests):
             data = b"\x00\x02" + os.urandom(128)
             tails_hash = base58.b58encode(hashlib.sha256(data).digest()).decode()
@@ -180,63 +196,70 @@ async def measure(port: int, count: int, requests: int, round_number: int = 0) -
             async with http.put(f"{base}/hash/{tails_hash}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
                 assert resp.status == 200, await resp.text()
             samples.append(time.perf_counter() - began)
+            uploaded.append(tails_hash)
         results["PUT /hash"] = percentiles(samples)
+        for tails_hash in uploaded:  # the store stays as generated, for the next round and run
+            async with http.delete(f"{base}/hash/{tails_hash}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+                assert resp.status == 200, await resp.text()
     return results
 
 
 class Store:
-    """One store under test: its server, started without an index, and what it measured."""
+    """One store under test: its server (running only while it is measured) and what it measured."""
 
     def __init__(self, label: str, count: int, storage: Path, extra: list[str], env: dict, workdir: Path) -> None:
         self.label, self.count, self.storage, self.env = label, count, storage, env
-        self.index = workdir / f"index-{label}.sqlite3"
-        self.args = ["--index-path", str(self.index), "--log-level", "WARNING", *extra]
-        self.log = workdir / f"server-{label}.log"
-        self.server = None
+        self.index = workdir / f"index-{label.replace(' ', '-').replace(',', '')}.sqlite3"
+        self.args = ["--index-path", str(self.index), "--log-level", "WARNING", "--allow-delete",
+                     "--admin-key-hash", hash_token(ADMIN_TOKEN), *extra]
+        self.log = workdir / f"server-{label.replace(' ', '-').replace(',', '')}.log"
         self.figures: dict = {"registries": count}
         self.rounds: list[dict] = []
+        self.warm: list[dict] = []  # per round: time to ready with the index in place, RSS
 
-    async def start_cold(self) -> None:
-        """Start without an index: time the first download, the build and the merge."""
+    async def build_cold(self) -> None:
+        """Start without an index: time the first download, the build and the merge; then stop."""
         for suffix in ("", "-wal", "-shm", ".lead"):
             Path(f"{self.index}{suffix}").unlink(missing_ok=True)
         began = time.monotonic()
-        self.server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
-        await first_download(self.server.port, registry(0)[1])
-        self.figures["first download s"] = time.monotonic() - began  # from the process's start
-        await wait_ready(self.server.port, READY_BOUND)
-        self.figures["ready cold s"] = time.monotonic() - began
-        await wait_merged(self.server.port)
-        self.figures["merged s"] = time.monotonic() - began
-        self.figures["rss after build MiB"] = self.server.rss_kib() / 1024
+        server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
+        try:
+            await first_download(server.port, registry(0)[1])
+            self.figures["first download s"] = time.monotonic() - began  # from the process's start
+            await wait_ready(server.port, READY_BOUND)
+            self.figures["ready cold s"] = time.monotonic() - began
+            await wait_merged(server.port)
+            self.figures["merged s"] = time.monotonic() - began
+            self.figures["rss after build MiB"] = server.rss_kib() / 1024
+        finally:
+            server.stop()
 
     async def measure_round(self, requests: int) -> None:
-        self.rounds.append(await measure(self.server.port, self.count, requests, len(self.rounds)))
-
-    async def restart_warm(self) -> None:
-        """RSS after the requests, then a restart with the index in place: time to ready and RSS."""
-        self.figures["rss after requests MiB"] = self.server.rss_kib() / 1024
-        self.figures["rss peak MiB"] = self.server.rss_kib("VmHWM") / 1024
-        self.server.stop()
+        """Start with the index in place (timed), measure one round, read the RSS, stop."""
         began = time.monotonic()
-        self.server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
+        server = bench.start_tails_server(self.storage, 1, self.log, *self.args, env=self.env)
         try:
-            await wait_ready(self.server.port, 60)
-            self.figures["ready warm s"] = time.monotonic() - began
-            self.figures["rss warm MiB"] = self.server.rss_kib() / 1024
+            await wait_ready(server.port, 60)
+            warm = {"ready warm s": time.monotonic() - began, "rss warm MiB": server.rss_kib() / 1024}
+            self.rounds.append(await measure(server.port, self.count, requests, len(self.rounds)))
+            warm["rss after requests MiB"] = server.rss_kib() / 1024
+            warm["rss peak MiB"] = server.rss_kib("VmHWM") / 1024
+            self.warm.append(warm)
         finally:
-            self.server.stop()
-        self.figures["index MiB"] = self.index.stat().st_size / (1 << 20)
-        # each figure: the median over the rounds of that round's p50 (or p99)
+            server.stop()
+
+    def summarize(self) -> None:
+        """Each figure: the median over the rounds (RSS: the highest)."""
         self.figures["requests"] = {
             kind: {q: statistics.median(r[kind][q] for r in self.rounds) for q in ("p50_ms", "p99_ms")}
             for kind in self.rounds[0]
         }
+        for key in ("ready warm s", "rss warm MiB"):
+            self.figures[key] = statistics.median(w[key] for w in self.warm)
+        for key in ("rss after requests MiB", "rss peak MiB"):
+            self.figures[key] = max(w[key] for w in self.warm)
+        self.figures["index MiB"] = self.index.stat().st_size / (1 << 20)
         self.figures["rounds"] = self.rounds
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
 
 
 def table(results: dict[str, dict]) -> str:
@@ -257,16 +280,19 @@ def table(results: dict[str, dict]) -> str:
         row(f"{kind} p50 ms", lambda r, k=kind: r["requests"][k]["p50_ms"])
         row(f"{kind} p99 ms", lambda r, k=kind: r["requests"][k]["p99_ms"])
     for figure in ("ready cold s", "merged s", "ready warm s", "first download s", "rss after requests MiB", "rss peak MiB", "rss warm MiB", "index MiB"):
-        row(figure, lambda r, f=figure: r[f])
+        if all(figure in r for r in results.values()):
+            row(figure, lambda r, f=figure: r[f])
     return "\n".join(lines)
 
 
 async def main_async(options) -> dict:
-    """Every store's server runs at once; the measurements alternate between them in ROUNDS rounds,
-    so that a busy minute of the machine weighs on every store alike."""
+    """Cold builds first; then ROUNDS rounds that take the stores in turn, one server running at a
+    time (started with its index in place, which times the warm start), so that a busy minute of
+    the machine weighs on every store alike and no server's background work slows another's."""
     stores_dir = Path(options.stores)
     stores_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="tails-index-bench-"))
+    workdir = Path(options.workdir) if options.workdir else Path(tempfile.mkdtemp(prefix="tails-index-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     stores: list[Store] = []
     seaweed = None
     try:
@@ -287,18 +313,18 @@ async def main_async(options) -> dict:
                 stores.append(Store(f"S3 {count:,}", count, workdir / f"spool-{count}", extra, AWS_ENV, workdir))
             await settle(seaweed)
         for store in stores:
-            await store.start_cold()
+            if options.reuse_index and store.index.exists():
+                continue  # built by an earlier run in this --workdir: no cold figures this time
+            await store.build_cold()
             print(f"{store.label}: built in {store.figures['ready cold s']:.1f} s", flush=True)
-        for round_number in range(ROUNDS):
+        for round_number in range(ROUNDS):  # one server at a time, the stores in turn
             for store in stores:
                 await store.measure_round(options.requests)
             print(f"round {round_number + 1} of {ROUNDS} done", flush=True)
         for store in stores:
-            await store.restart_warm()
+            store.summarize()
             print(json.dumps({store.label: {k: v for k, v in store.figures.items() if k != "rounds"}}), flush=True)
     finally:
-        for store in stores:
-            store.stop()
         if seaweed is not None:
             seaweed.stop()
     return {store.label: store.figures for store in stores}
@@ -328,6 +354,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests of each kind per store and round")
     parser.add_argument("--stores", default=str(Path(tempfile.gettempdir()) / "tails-index-stores"),
                         help="where generated stores are kept for later runs")
+    parser.add_argument("--workdir", help="where indexes and logs go (default: a new temporary directory)")
+    parser.add_argument("--reuse-index", action="store_true", help="skip the cold build of a store whose index is in --workdir")
     options = parser.parse_args()
     results = asyncio.run(main_async(options))
     local = {k: v for k, v in results.items() if k.startswith("local")}
