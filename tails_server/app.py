@@ -43,7 +43,7 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
         request[metrics.ERROR] = exc
         if request.method == "PUT":  # operators need to see why an upload was refused
             LOGGER.warning(
-                "refused %s %s (request %s): %d %s%s", request.method, request.path, request_id, exc.status, exc.reason, _detail(exc)
+                "refused %s %s (request %s): %d %s%s", request.method, one_line(request.path), request_id, exc.status, exc.reason, _detail(exc)
             )
         return _finished(request, web.Response(status=exc.status, text=exc.reason, headers=exc.headers), tag)
     except web.HTTPException as exc:
@@ -56,10 +56,10 @@ async def error_responses(request: web.Request, handler) -> web.StreamResponse:
     except OSError as exc:  # storage (or the process) failed in a way no handler expected: 503/507, not 500
         error = from_os_error(exc, writing=request.method in UPLOAD_METHODS)
         request[metrics.ERROR] = error
-        LOGGER.error("storage error on %s %s (request %s): %s", request.method, request.path, request_id, exc)
+        LOGGER.error("storage error on %s %s (request %s): %s", request.method, one_line(request.path), request_id, exc)
         return _finished(request, web.Response(status=error.status, text=error.reason, headers=error.headers), tag)
     except Exception:
-        LOGGER.exception("unexpected error on %s %s", request.method, request.path)
+        LOGGER.exception("unexpected error on %s %s", request.method, one_line(request.path))
         return _finished(request, web.Response(status=500, text="Internal server error."), tag)
 
 
@@ -185,8 +185,8 @@ def create_app(settings: Settings) -> web.Application:
     follower = Follower(catalog, settings.index_sync_interval, settings.index_rescan_interval)
     ledger = LedgerClient(settings.ledger_timeout, settings.pool_cache_size)
     addresses = ClientAddress(parse_networks(settings.trusted_proxies))
-    limits = {kind: RateLimit(*parse_rate(text)) for kind, text in ((WRITES, settings.rate_limit_writes), (LISTINGS, settings.rate_limit_listings))
-              if parse_rate(text)[0]}
+    rates = {WRITES: parse_rate(settings.rate_limit_writes), LISTINGS: parse_rate(settings.rate_limit_listings)}
+    limits = {kind: RateLimit(count, period) for kind, (count, period) in rates.items() if count}
     uploads = Uploads(
         storage,
         ledger,
@@ -201,8 +201,12 @@ def create_app(settings: Settings) -> web.Application:
     )
     keys = ApiKeys(settings.api_key_hashes)
     app = web.Application(
-        middlewares=[error_responses, budget_middleware(settings.s3_timeout), rate_limits(limits, addresses, metrics.rate_limited),
-                     *([require_api_key(keys)] if keys.enabled else [])],
+        middlewares=[  # only what this configuration needs: each one costs every request a call
+            error_responses,
+            *([budget_middleware(settings.s3_timeout)] if settings.storage else []),
+            *([rate_limits(limits, addresses, metrics.rate_limited)] if limits else []),
+            *([require_api_key(keys)] if keys.enabled else []),
+        ],
         handler_args={"max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size},
     )
     app[STORAGE] = storage  # the front door serves plain downloads from it too

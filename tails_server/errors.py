@@ -88,15 +88,14 @@ FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
 
 
 def from_os_error(exc: OSError, writing: bool) -> TailsError:
-    """What a storage error the code did not expect means to a client: 507 for a write when full, else 503.
+    """What a storage error means to a client: 507 for a write when the disk is full, else 503.
 
     Out of descriptors (EMFILE), an I/O error, a read-only or vanished mount: the server is
     unwell for now, and the client should come back; never a 500.
     """
-    name = errno.errorcode.get(exc.errno or 0, "error")
     if writing and exc.errno in FULL:
-        return InsufficientStorage(f"Storage is full ({name}); try again later.")
-    error = Unavailable(f"Storage failed ({name}); retry shortly.")
+        return InsufficientStorage("Storage is full.")
+    error = Unavailable(f"Storage error: {exc.strerror or errno.errorcode.get(exc.errno or 0, exc)}; retry shortly.")
     error.headers = {"Retry-After": "5"}
     return error
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,7 +14,7 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, Unavailable
+from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, Unavailable, from_os_error
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
 from .ledger import LedgerClient
@@ -341,6 +340,4 @@ def storage_errors_are_unavailable() -> Iterator[None]:
         raise
     except OSError as exc:
         LOGGER.error("storage error during upload: %s", exc)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("Storage is full.") from None
-        raise Unavailable(f"Storage error: {exc.strerror or exc}") from None
+        raise from_os_error(exc, writing=True) from None

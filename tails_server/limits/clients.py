@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -29,6 +30,14 @@ def client_key(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def forget_one(counts: Counter[str], key: str) -> None:
+    """Count one less for `key`, dropping it at zero so the table holds only clients with something open."""
+    if counts[key] > 1:
+        counts[key] -= 1
+    else:
+        del counts[key]
 
 
 class ClientAddress:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .clients import ClientAddress, client_key
+from .clients import ClientAddress, client_key, forget_one
 
 _REFUSAL = (
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: {retry}\r\n"
@@ -76,11 +76,7 @@ class Connections:
         key = self.open.pop(transport, None)
         if key is not None:
             self.on_close()
-            left = self.by_client[key] - 1
-            if left > 0:
-                self.by_client[key] = left
-            else:
-                del self.by_client[key]
+            forget_one(self.by_client, key)
 
     def watch(self, server: web.Server) -> None:
         """Count aiohttp's connections too (its Server is told of each one's start and end)."""

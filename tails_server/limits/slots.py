@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from ..errors import TooManyRequests, Unavailable
-from .clients import ClientAddress, client_key
+from .clients import ClientAddress, client_key, forget_one
 from .pace import Pace
 
 PACE = web.RequestKey("tails_upload_pace", Pace)
@@ -41,8 +41,4 @@ class UploadSlots:
             yield pace
         finally:
             self.used -= 1
-            left = self.by_client[key] - 1
-            if left > 0:
-                self.by_client[key] = left
-            else:
-                del self.by_client[key]
+            forget_one(self.by_client, key)
