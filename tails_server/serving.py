@@ -2,7 +2,8 @@
 
 This is aiohttp's run_app with one difference: on plaintext listeners over local storage, each
 connection starts with a FrontDoor, which answers plain downloads and hands everything else to
-aiohttp's own protocol. TLS listeners and object storage use aiohttp's TCPSite unchanged.
+aiohttp's own protocol; on TLS listeners each connection is counted from its accept (tls.TlsSite).
+Object storage uses aiohttp's TCPSite unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .config import Settings
 from .front import FrontDoors
 from .limits import ClientAddress, Connections, QuietAcceptErrors, connection_budget, parse_networks, raise_fd_limit, reserve
 from .storage.local import LocalStorage
+from .tls import HANDSHAKE_TIMEOUT, TlsSite
 
 
 class FrontSite(web.BaseSite):
@@ -112,8 +114,11 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     await runner.setup()
     connections.watch(runner.server)
     reuse_port = settings.workers > 1
-    if doors is None:
-        site: web.BaseSite = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, reuse_port=reuse_port)
+    if ssl_context is not None:
+        handshake = min(settings.idle_timeout, HANDSHAKE_TIMEOUT)
+        site: web.BaseSite = TlsSite(runner, settings.host, settings.port, ssl_context, connections, reuse_port, handshake)
+    elif doors is None:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
     else:
         site = FrontSite(runner, settings.host, settings.port, doors, reuse_port)
     try:

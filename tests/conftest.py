@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -115,3 +117,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client that never decompresses or follows redirects behind the test's back."""
     async with aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A certificate chain and key for 127.0.0.1 from a new authority, and a client context trusting it."""
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1", "localhost")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    return chain, key, client

@@ -155,3 +155,41 @@ async def test_max_connections_stays_below_the_descriptor_limit(new_server):
     finally:
         for _, writer in flood:
             writer.close()
+
+
+async def test_a_tls_handshake_flood_is_counted_and_timed_out(new_server, tls_files):
+    chain, key, client = tls_files
+    proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), "--idle-timeout", "3",
+                      "--max-connections-per-client", "50", "--max-uploads", "8", "--pool-cache-size", "2",
+                      ssl_context=client, launcher=["prlimit", "--nofile=512:512", "--"])
+    pid = proc.proc.pid
+    data, h = random_tails(4)
+    baseline = fds(pid)
+    began = time.monotonic()
+    flood = [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(200)]  # connect, never say hello
+    try:
+        answers = await asyncio.gather(*(first_bytes(reader, 1) for reader, _ in flood))
+        assert answers.count(b"") == 150 and answers.count(None) == 50, Counter(map(repr, answers))  # refused at accept
+
+        outcomes = []
+        connector = aiohttp.TCPConnector(local_addr=(HONEST, 0), force_close=True, ssl=client)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as https:
+            async with https.put(f"{proc.url}/hash/{h}", data=data, headers=OCTETS) as resp:
+                outcomes.append(resp.status)
+            for _ in range(20):
+                async with https.get(f"{proc.url}/hash/{h}") as resp:
+                    outcomes.append(resp.status if await resp.read() == data else -1)
+        assert outcomes == [200] * 21, Counter(outcomes)
+
+        # the handshakes never finished: each closed after the handshake timeout (here the idle timeout, 3 s)
+        closed = await asyncio.gather(*(first_bytes(reader, 8) for reader, _ in flood))
+        assert closed.count(b"") == 200 and time.monotonic() - began < 12, Counter(map(repr, closed))
+        assert fds(pid) <= baseline + 5
+    finally:
+        for _, writer in flood:
+            writer.close()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as https:
+        async with https.get(f"{proc.url}/metrics") as resp:
+            text = await resp.text()
+    assert re.search(r'^tails_connections_refused_total\{reason="too_many_from_client"\} 150\.0$', text, re.M), text
+    assert re.search(r"^tails_connections_open 1\.0$", text, re.M), text  # this one; the flood's are all given back

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
+import asyncio
 import subprocess
 import sys
 
 import aiohttp
 import pytest
-import trustme
 from support import random_tails
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    authority = trustme.CA()
-    cert = authority.issue_cert("127.0.0.1", "localhost")
-    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    cert.private_key_pem.write_to_path(str(key))
-    client = ssl.create_default_context()
-    authority.configure_trust(client)
-    return chain, key, client
 
 
 @pytest.mark.parametrize("records", [100, 20000])  # 12.5 KiB: one write; 2.4 MiB: never sendfile under TLS
@@ -51,3 +38,20 @@ def test_tls_options_are_checked_at_start(tmp_path, tls_files):
         result = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and "tls" in result.stderr.lower(), args
 
+
+
+async def test_requests_sent_with_the_handshake_reach_the_handler(new_server, tls_files):
+    chain, key, client = tls_files
+    proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), ssl_context=client)
+    data, h = random_tails(3)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as https:
+        async with https.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+            assert resp.status == 200
+    for _ in range(30):  # the request leaves right behind the handshake, then the client closes its side
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port, ssl=client)
+        writer.write(f"GET /hash/{h} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and body == data, head

@@ -1,7 +1,7 @@
 """Open connections, counted per process and per client, so one client cannot take every file descriptor.
 
-Both kinds of connection are counted: those the front door answers, and aiohttp's (TLS, object
-storage, and everything handed over). A connection over a limit gets a 503 and is closed at once,
+Every kind of connection is counted: those the front door answers, TLS connections from their
+accept on, and aiohttp's (object storage, and everything handed over). A connection over a limit gets a 503 and is closed at once,
 so a refused client learns why and every descriptor comes back.
 """
 
@@ -44,8 +44,8 @@ class Connections:
         self.on_open = self.on_close = _nothing  # metrics, once installed
         self.on_refused = _nothing
 
-    def admit(self, transport: asyncio.BaseTransport) -> bool:
-        """Count a new connection; False (after answering it with a 503) if it is over a limit."""
+    def admit(self, transport: asyncio.BaseTransport, answer: bool = True) -> bool:
+        """Count a new connection; False (after answering it with a 503, or closing it) if it is over a limit."""
         if transport in self.open:  # a front door's connection handed over to aiohttp: already counted
             return True
         peer = transport.get_extra_info("peername")
@@ -63,8 +63,17 @@ class Connections:
             self.on_open()
             return True
         self.on_refused(reason)
-        refuse(transport, text)
+        if answer:
+            refuse(transport, text)
+        else:
+            transport.abort()
         return False
+
+    def transfer(self, old: asyncio.BaseTransport, new: asyncio.BaseTransport) -> None:
+        """The connection counted as `old` goes on as `new` (a TLS transport over it)."""
+        key = self.open.pop(old, None)
+        if key is not None:
+            self.open[new] = key
 
     def out_of_descriptors(self, transport: asyncio.BaseTransport, error: OSError) -> None:
         """An admitted connection that cannot be served for want of a descriptor: 503, and close it."""
