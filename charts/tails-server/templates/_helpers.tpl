@@ -13,3 +13,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* Where tails files live: s3 (the pod keeps an emptyDir), emptyDir, once (a ReadWriteOnce volume) or shared. */}}
+{{- define "tails-server.volume" -}}
+{{- if .Values.s3.url -}}s3
+{{- else if not .Values.persistence.enabled -}}emptyDir
+{{- else if or (has "ReadWriteOnce" .Values.persistence.accessModes) (has "ReadWriteOncePod" .Values.persistence.accessModes) -}}once
+{{- else -}}shared
+{{- end -}}
+{{- end -}}
