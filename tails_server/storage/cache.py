@@ -5,6 +5,11 @@ whether a name still exists is asked of the store on every request (an admin may
 Each file is fetched once, checked against its hash, and published into the cache atomically
 with link(). Several workers may share the directory: link() decides, and eviction removes the
 files filled longest ago until the directory fits its budget again.
+
+Eviction scans the directory, so it runs only when this process's count of the bytes cached goes
+over the budget, and then empties a tenth of it: a fill costs the same however many files are
+cached. Files other workers filled are counted at the next scan, so with N workers the directory
+can exceed its budget by up to N - 1 tenths between scans.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .base import Spool, TempFile
 from .local import LocalFile
 
 LOGGER = logging.getLogger(__name__)
+LOW_WATER = 0.9  # eviction empties the cache to this share of its budget, so it runs once per tenth filled
 
 
 class FileCache:
@@ -31,10 +37,20 @@ class FileCache:
         self.max_bytes = max_bytes
         self._spool = Spool(directory / ".fill")
         self._filling: dict[str, asyncio.Task] = {}
+        self._bytes = 0  # cached, as of the last scan plus what this process filled since
 
     def prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._spool.prepare()
+        # Count what earlier runs left (and trim it to a budget that may have shrunk) off the
+        # start's path: a big cache of small files takes seconds to scan.
+        asyncio.get_running_loop().run_in_executor(None, self._count)
+
+    def _count(self) -> None:
+        try:
+            self._evict()
+        except OSError as exc:
+            LOGGER.warning("could not scan the cache: %s", exc)
 
     def open(self, tails_hash: TailsHash, mtime: float) -> LocalFile | None:
         """The cached copy, opened for sendfile, or None (on the event loop: a page-cached open)."""
@@ -75,21 +91,25 @@ class FileCache:
             os.link(temp.path, self.directory / tails_hash.value)
         except FileExistsError:  # another worker filled it first
             return
-        self._evict()
+        self._bytes += os.stat(self.directory / tails_hash.value).st_size
+        if self._bytes > self.max_bytes:
+            self._evict()
 
     def _evict(self) -> None:
-        """Remove the files filled longest ago until the cache fits its budget."""
+        """Remove the files filled longest ago until the cache fits nine tenths of its budget."""
         files = []
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 files.append((st.st_mtime, st.st_size, entry.path))
         total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            try:
-                os.unlink(path)  # open readers keep their copy until they finish
-            except FileNotFoundError:
-                pass
-            total -= size
+        if total > self.max_bytes:
+            for _, size, path in sorted(files):
+                if total <= self.max_bytes * LOW_WATER:
+                    break
+                try:
+                    os.unlink(path)  # open readers keep their copy until they finish
+                except FileNotFoundError:
+                    pass
+                total -= size
+        self._bytes = total
