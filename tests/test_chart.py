@@ -16,19 +16,11 @@ CHART = Path(__file__).parent.parent / "charts" / "tails-server"
 KUBERNETES = sorted({".".join(v.split(".")[:2]) + ".0" for v in all_versions()}, key=lambda v: tuple(map(int, v.split("."))))[-3:]
 CRDS = {"monitoring.coreos.com/v1"}  # custom resources: no schema in Kubernetes' own
 
+EXAMPLES = CHART / "examples"  # the values files the README shows
 CASES = {
     "defaults": {},
-    "ingress with TLS": {
-        "ingress": {"enabled": True, "host": "tails.example.org", "className": "nginx",
-                    "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}},
-        "trustedProxies": ["10.0.0.0/8"],
-    },
-    "three replicas on S3": {
-        "replicaCount": 3, "workers": 2, "existingSecret": "tails-s3",
-        "s3": {"url": "s3://tails/files", "endpointUrl": "http://seaweedfs-s3:8333", "region": "us-east-1"},
-        "serviceMonitor": {"enabled": True},
-        "trustedLedgers": {"sovrin:mainnet": '{"reqSignature":{}}\n'},
-    },
+    "ingress with TLS": yaml.safe_load((EXAMPLES / "ingress-tls.yaml").read_text()),
+    "three replicas on S3": yaml.safe_load((EXAMPLES / "s3-replicas.yaml").read_text()),
 }
 
 
@@ -118,6 +110,7 @@ def test_three_replicas_on_s3_spread_with_a_disruption_budget():
     assert env["TAILS_SERVER_S3_ENDPOINT_URL"] == "http://seaweedfs-s3:8333"
     assert env["TAILS_SERVER_LEDGER"] == "sovrin:mainnet=/ledgers/sovrin_mainnet"
     assert m["ConfigMap"]["data"] == {"sovrin_mainnet": '{"reqSignature":{}}\n'}
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "tails-s3"}}]
     assert m["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
