@@ -1,15 +1,16 @@
 """Listings and downloads over stores of growing size, each figure as a ratio to the smallest store.
 
-    python bench/index.py [--sizes 1000,100000,1000000] [--s3 100000] [--requests 400] [--stores DIR]
+    python bench/index.py [--sizes 1000,100000,1000000] [--s3 100000] [--rounds 3] [--requests 400] [--stores DIR]
 
 For each size it generates a store in the documented layout (hash/<tailsHash> files of 130
 bytes and id/<id> symlinks to them; on S3 hash/ and id/ objects, in a SeaweedFS whose data is
-kept in --stores too), or reuses one from an earlier run. It starts a server on each without an index and times it until /readyz says
-the index is built (cold). Then, in three rounds that take the stores in turn with one server
-running at a time, it restarts each with its index in place (warm: timed), measures p50/p99 of
-one client's requests (each kind twice over the same names, the second pass counted) and reads
-its RSS; each figure is the median of the rounds. Needs tails-server with its test extras
-(SeaweedFS for --s3). Every load is bounded in count. Writes bench/results/index-latest.json.
+kept in --stores too), or reuses one from an earlier run. It starts a server on each without an
+index and times it until /readyz says the index is built (cold). Then, in rounds (--rounds, three
+by default) that take the stores in turn with one server running at a time, it restarts each with
+its index in place (warm: timed), measures p50/p99 of one client's requests (each kind twice over
+the same names, the second pass counted) and reads its RSS; each figure is the median of the
+rounds. Needs tails-server with its test extras (SeaweedFS for --s3). Every load is bounded in
+count. Writes bench/results/index-latest.json.
 
 Targets (issue: a million registries): every median at 100,000 within 1.5x of the same at
 1,000; at 1,000,000 /match (selective) and an /index.json page p99 <= 20 ms; RSS <= 100 MiB;
@@ -41,7 +42,7 @@ from tails_server.auth import hash_token
 PER_CRED_DEF, CRED_DEFS_PER_ISSUER = 4, 10  # so a cred def's answer is the same size in every store
 READY_BOUND = 1800.0  # s a cold build may take before the run gives up
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # deletes what the PUT measurements uploaded
-ROUNDS = 3  # measurements alternate between the stores this many times; each figure is the median of the rounds
+ROUNDS = 3  # by default, measurements alternate between the stores this many times; each figure is the median of the rounds
 
 
 def registry(i: int) -> tuple[bytes, str, str]:
@@ -301,7 +302,7 @@ def table(results: dict[str, dict]) -> str:
 
 
 async def main_async(options) -> dict:
-    """Cold builds first; then ROUNDS rounds that take the stores in turn, one server running at a
+    """Cold builds first; then --rounds rounds that take the stores in turn, one server running at a
     time (started with its index in place, which times the warm start), so that a busy minute of
     the machine weighs on every store alike and no server's background work slows another's."""
     stores_dir = Path(options.stores)
@@ -340,10 +341,10 @@ async def main_async(options) -> dict:
                 continue  # built by an earlier run in this --workdir: no cold figures this time
             await store.build_cold()
             print(f"{store.label}: built in {store.figures['ready cold s']:.1f} s", flush=True)
-        for round_number in range(ROUNDS):  # one server at a time, the stores in turn
+        for round_number in range(options.rounds):  # one server at a time, the stores in turn
             for store in stores:
                 await store.measure_round(options.requests)
-            print(f"round {round_number + 1} of {ROUNDS} done", flush=True)
+            print(f"round {round_number + 1} of {options.rounds} done", flush=True)
         for store in stores:
             store.summarize()
             print(json.dumps({store.label: {k: v for k, v in store.figures.items() if k != "rounds"}}), flush=True)
@@ -374,6 +375,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,100000,1000000", type=lambda t: [int(x) for x in t.split(",")])
     parser.add_argument("--s3", type=int, default=100000, help="registries in the S3 store (0: no S3 rows)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of measurements; each figure is their median")
     parser.add_argument("--requests", type=int, default=400, help="requests of each kind per store and round")
     parser.add_argument("--stores", default=str(Path(tempfile.gettempdir()) / "tails-index-stores"),
                         help="where generated stores are kept for later runs")

@@ -3,6 +3,8 @@ against the schemas of current Kubernetes versions (kubernetes-validate --strict
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ helm = pytest.importorskip("helm_python", reason="helm-python-sdk has no wheel f
 import kubernetes_validate  # noqa: E402
 from kubernetes_validate.utils import all_versions  # noqa: E402
 
-CHART = Path(__file__).parent.parent / "charts" / "tails-server"
+ROOT = Path(__file__).parent.parent
+CHART = ROOT / "charts" / "tails-server"
 KUBERNETES = sorted({".".join(v.split(".")[:2]) + ".0" for v in all_versions()}, key=lambda v: tuple(map(int, v.split("."))))[-3:]
 CRDS = {"monitoring.coreos.com/v1"}  # custom resources: no schema in Kubernetes' own
 
@@ -145,3 +148,36 @@ def test_unsafe_combinations_fail_with_a_reason(values, message):
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError) as caught:
         chart.render(values, name="demo", namespace="tails")
     assert message in str(caught.value)
+
+
+def readme_installs() -> list[list[str]]:
+    """The `helm install` commands of the README, as argument lists."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    return [shlex.split(line) for line in re.findall(r"^helm install .*$", text, re.M)]
+
+
+def merged(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, maps merged key by key as Helm merges --set over -f."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("command", readme_installs(), ids=lambda c: c[-1])
+def test_the_readme_helm_installs_run_as_a_client_side_dry_run(command):
+    # No cluster here: Helm installs with --dry-run=client, which renders and checks everything but the API server's say.
+    name, chart, options = command[2], command[3], command[4:]
+    values: dict = {}
+    while options:
+        flag, argument, options = options[0], options[1], options[2:]
+        assert flag in ("-f", "--set"), command
+        values = merged(values, yaml.safe_load((ROOT / argument).read_text()) if flag == "-f" else helm.parse_set_string(argument))
+    with helm.Config(namespace="tails", storage_driver="memory") as cfg:
+        release = cfg.install(str(ROOT / chart), name, values, dry_run="client")
+    assert release["status"] == "pending-install" and "kind: Deployment" in release["manifest"], release["status"]
+    assert ("kind: Ingress" in release["manifest"]) == bool(values.get("ingress", {}).get("enabled"))
+
+
+def test_the_readme_shows_both_example_installs():
+    assert {c[5] for c in readme_installs()} == {str(p.relative_to(ROOT)) for p in EXAMPLES.glob("*.yaml")}
