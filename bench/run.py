@@ -92,8 +92,10 @@ def start_tails_server(storage: Path, workers: int, log: Path, *extra: str, env:
     return Proc(args, port, log, env)
 
 
-def start_nginx(root: Path, workdir: Path) -> Proc:
+def start_nginx(root: Path, workdir: Path, tls: tuple[Path, Path] | None = None) -> Proc:
+    """nginx serving `root` with two worker processes; over HTTPS with tls = (certificate chain, key)."""
     port = free_port()
+    listen = f"127.0.0.1:{port}" + (f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else "")
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""worker_processes 2;
@@ -107,7 +109,7 @@ http {{
   tcp_nopush on;
   keepalive_requests 1000000;
   default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
+  server {{ listen {listen}; root {root}; }}
 }}
 """
     )
