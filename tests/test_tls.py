@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,26 @@ async def test_requests_sent_with_the_handshake_reach_the_handler(new_server, tl
         writer.close()
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and body == data, head
+
+
+async def test_https_downloads_whether_or_not_the_file_is_in_the_page_cache(new_server, tls_files, tmp_path):
+    # Cached pages are read on the event loop (RWF_NOWAIT); the rest by a thread that waits for the disk.
+    chain, key, client = tls_files
+    proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), ssl_context=client)
+    data, h = random_tails(30000)  # 3.7 MiB: many chunks
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client)) as https:
+        async with https.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+            assert resp.status == 200
+        stored = next((tmp_path / "storage").rglob(h))
+        for evict in (True, False, True):
+            if evict:  # drop the file's pages: its reads must wait for the disk
+                fd = os.open(stored, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+            async with https.get(f"{proc.url}/hash/{h}") as resp:
+                assert resp.status == 200 and await resp.read() == data
+            async with https.get(f"{proc.url}/hash/{h}", headers={"Range": "bytes=1000000-2999999"}) as resp:
+                assert resp.status == 206 and await resp.read() == data[1000000:3000000]

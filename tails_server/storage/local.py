@@ -39,6 +39,24 @@ HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR, JOURNAL_DIR = HASH, ID, ".tmp", ".locks", "
 SCAN_BATCH = 2000
 
 
+def _cached_read(fd: int, size: int, offset: int) -> bytes | None:
+    """What the page cache holds of the range, read on the event loop without waiting for the disk
+    (RWF_NOWAIT); None when some of it is not cached, or where the kernel cannot say."""
+    if _NOWAIT is None:
+        return None
+    buffer = bytearray(size)
+    try:
+        got = os.preadv(fd, [buffer], offset, _NOWAIT)
+    except (BlockingIOError, OSError):
+        return None
+    if got < size and got:  # partly cached: take what is there
+        del buffer[got:]
+    return bytes(buffer) if got else None
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+
+
 class LocalFile(StoredFile):
     """A stored file open on local disk: the kernel sends it with sendfile."""
 
@@ -52,7 +70,10 @@ class LocalFile(StoredFile):
         loop = asyncio.get_running_loop()
         end = offset + count
         while offset < end:
-            chunk = await loop.run_in_executor(None, os.pread, self.file.fileno(), min(FALLBACK_CHUNK, end - offset), offset)
+            size = min(FALLBACK_CHUNK, end - offset)
+            chunk = _cached_read(self.file.fileno(), size, offset)
+            if chunk is None:  # not all in the page cache: a thread waits for the disk
+                chunk = await loop.run_in_executor(None, os.pread, self.file.fileno(), size, offset)
             if not chunk:
                 return
             offset += len(chunk)
