@@ -42,12 +42,16 @@ SCAN_BATCH = 2000
 def _cached_read(fd: int, size: int, offset: int) -> bytes | None:
     """What the page cache holds of the range, read on the event loop without waiting for the disk
     (RWF_NOWAIT); None when some of it is not cached, or where the kernel cannot say."""
+    global _NOWAIT
     if _NOWAIT is None:
         return None
     buffer = bytearray(size)
     try:
         got = os.preadv(fd, [buffer], offset, _NOWAIT)
-    except (BlockingIOError, OSError):
+    except BlockingIOError:
+        return None
+    except OSError:  # this kernel or filesystem cannot: every read goes to a thread from now on
+        _NOWAIT = None
         return None
     if got < size and got:  # partly cached: take what is there
         del buffer[got:]
