@@ -1,4 +1,5 @@
-"""Benchmark tails-server against nginx, hashlib and a lean upload receiver on loopback, side by side.
+"""Benchmark tails-server against nginx, hashlib, a lean upload receiver and this machine's
+durable-write ceiling (uploads' disk work without the network), on loopback, side by side.
 
     python bench/run.py [--runs 3] [--quick]
     python bench/run.py --ledger-only --genesis POOL_GENESIS_FILE   # PUT /{id} on a real ledger too
@@ -33,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support import MANY_CLIENTS  # noqa: E402 - the benchmark's clients stand for many issuers on one address
-from uploads import tails_file, upload_files, uploads_side_by_side  # noqa: E402
+from uploads import Ceiling, tails_file, upload_files, uploads_side_by_side  # noqa: E402
 
 MIB = 1 << 20
 
@@ -370,7 +371,8 @@ async def one_run(workdir: Path, quick: bool, genesis_file: Path | None, ledger_
     lean = start_lean_receiver(workdir / "lean", 2, workdir / "lean.log")
     try:
         sha = sha256_mb_s()
-        servers = {"tails-server": (server.port, storage), "lean receiver": (lean.port, workdir / "lean")}
+        servers = {"tails-server": (server.port, storage), "lean receiver": (lean.port, workdir / "lean"),
+                   "ceiling": Ceiling(workdir / "ceiling")}
         uploads = {
             form: await uploads_side_by_side(servers, to_upload, seconds, multipart=form == "multipart")
             for form in ("raw", "multipart")
@@ -408,6 +410,7 @@ def add_ratios(run: dict) -> dict:
         elif key.startswith("PUT /hash"):
             value["ratio"] = value["tails-server"]["mb_s"] / value["sha256_mb_s"]
             value["lean_ratio"] = value["lean receiver"]["mb_s"] / value["sha256_mb_s"]
+            value["ceiling_ratio"] = value["tails-server"]["mb_s"] / value["ceiling"]["mb_s"]
         elif key.startswith("PUT /{id}"):
             value["ratio"] = value["overhead_ms"] / value["ledger_read_ms"]
     return run
@@ -440,6 +443,10 @@ def _server_rows(result: dict) -> list[tuple[str, str, str, bool]]:
         rows.append((f"PUT /hash 4 MiB, 16 clients, {label}",
                      f"{p['tails-server']['uploads_s']:.1f} uploads/s, {p['tails-server']['mb_s']:.0f} MB/s vs sha256 "
                      f"{p['sha256_mb_s']:.0f} MB/s = {ratio:.2f}x (lean receiver: {p['lean_ratio']:.2f}x)", ">= 0.4x", ratio >= 0.4))
+        ceiling = p["ceiling_ratio"]
+        rows.append((f"PUT /hash 4 MiB, 16 clients, {label}, vs the durable-write ceiling",
+                     f"{p['tails-server']['mb_s']:.0f} MB/s vs {p['ceiling']['mb_s']:.0f} MB/s (threads: hash, write, "
+                     f"fdatasync, link, fsync the directory; no network) = {ceiling:.2f}x", ">= 0.8x", ceiling >= 0.8))
     big = [k for k in result if k.startswith("PUT ") and k.endswith("while GET")]
     for key in big:
         b = result[key]

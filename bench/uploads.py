@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import base58
@@ -81,13 +83,69 @@ async def upload_throughput(port: int, files: list[tuple[Path, str]], clients: i
     return {"uploads_s": done / elapsed, "mb_s": total / elapsed / 1e6, "seconds": elapsed}
 
 
-async def uploads_side_by_side(servers: dict[str, tuple[int, Path]], files: list[tuple[Path, str]], seconds: float,
+class Ceiling:
+    """This machine's durable-write ceiling: what every upload must do to its bytes, with no network.
+
+    16 threads take the files as 16 clients would send them: each is read in 256 KiB pieces (from
+    the page cache), hashed, written to a temp file, fdatasync'ed, linked under its hash, and the
+    directory fsync'ed, as a server must before it answers 200.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "hash").mkdir(parents=True, exist_ok=True)
+        (root / ".tmp").mkdir(exist_ok=True)
+
+    def store(self, path: Path, tails_hash: str) -> None:
+        sha = hashlib.sha256()
+        fd, temp = tempfile.mkstemp(dir=self.root / ".tmp")
+        try:
+            with open(path, "rb", buffering=0) as source:
+                while piece := source.read(1 << 18):
+                    sha.update(piece)
+                    os.write(fd, piece)
+            if base58.b58encode(sha.digest()).decode() != tails_hash:
+                raise RuntimeError(f"{path}: not the file of {tails_hash}")
+            os.fdatasync(fd)
+            os.link(temp, self.root / "hash" / tails_hash)
+        finally:
+            os.close(fd)
+            os.unlink(temp)
+        directory = os.open(self.root / "hash", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    async def throughput(self, files: list[tuple[Path, str]], seconds: float) -> dict:
+        """Like upload_throughput: all the files per round, rounds until `seconds` passed."""
+        loop = asyncio.get_running_loop()
+        done, elapsed, total = 0, 0.0, 0
+        with ThreadPoolExecutor(16) as threads:
+            for _ in range(100):  # bounded
+                start = time.perf_counter()
+                await asyncio.gather(*(loop.run_in_executor(threads, self.store, path, h) for path, h in files))
+                elapsed += time.perf_counter() - start
+                done += len(files)
+                total += sum(p.stat().st_size for p, _ in files)
+                for _, h in files:
+                    (self.root / "hash" / h).unlink()
+                if elapsed >= seconds:
+                    break
+        return {"uploads_s": done / elapsed, "mb_s": total / elapsed / 1e6, "seconds": elapsed}
+
+
+async def uploads_side_by_side(servers: dict[str, tuple[int, Path] | Ceiling], files: list[tuple[Path, str]], seconds: float,
                                multipart: bool = False, rounds: int = 4) -> dict:
-    """PUT /hash throughput of each (port, storage root) in short alternating rounds, as for GETs."""
+    """PUT /hash throughput of each (port, storage root), or of the ceiling, in short alternating rounds, as for GETs."""
     per_round: dict[str, list[dict]] = {name: [] for name in servers}
     for _ in range(rounds):
-        for name, (port, root) in servers.items():
-            per_round[name].append(await upload_throughput(port, files, 16, root, max(1.0, seconds / rounds), multipart))
+        for name, server in servers.items():
+            share = max(1.0, seconds / rounds)
+            if isinstance(server, Ceiling):
+                per_round[name].append(await server.throughput(files, share))
+            else:
+                per_round[name].append(await upload_throughput(server[0], files, 16, server[1], share, multipart))
     return {
         name: {key: sum(r[key] * r["seconds"] for r in results) / sum(r["seconds"] for r in results)
                for key in ("uploads_s", "mb_s")}
