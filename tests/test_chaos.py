@@ -2,7 +2,7 @@
 
 The server starts under `fiu-run -x` with no fault enabled (enabling faults before start-up breaks
 Python's imports); `fiu-ctrl` then makes open, read, write, sync, unlink, rename and directory
-calls fail at random, leaving out the `*/reduce` points, which crash libfiu itself.
+calls fail at random, leaving out the `*/reduce` points, which crash libfiu itself, and close().
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import pytest
 from support import random_tails
 
 OCTETS = {"Content-Type": "application/octet-stream"}
+# Not close(): libfiu fails it without closing the descriptor, which no Linux kernel does (close()
+# always releases it), so a connection whose close "failed" stayed open until the client gave up.
 POINTS = (
-    "posix/io/oc/open", "posix/io/oc/close", "posix/io/rw/read", "posix/io/rw/write", "posix/io/rw/pread",
+    "posix/io/oc/open", "posix/io/rw/read", "posix/io/rw/write", "posix/io/rw/pread",
     "posix/io/rw/pwrite", "posix/io/rw/ftruncate", "posix/io/sync/fsync", "posix/io/sync/fdatasync",
     "posix/io/dir/unlink", "posix/io/dir/rename", "posix/io/dir/opendir", "posix/io/dir/readdir",
 )
