@@ -165,7 +165,6 @@ async def test_a_tls_handshake_flood_is_counted_and_timed_out(new_server, tls_fi
     pid = proc.proc.pid
     data, h = random_tails(4)
     baseline = fds(pid)
-    began = time.monotonic()
     flood = [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(200)]  # connect, never say hello
     try:
         answers = await asyncio.gather(*(first_bytes(reader, 1) for reader, _ in flood))
@@ -181,9 +180,10 @@ async def test_a_tls_handshake_flood_is_counted_and_timed_out(new_server, tls_fi
                     outcomes.append(resp.status if await resp.read() == data else -1)
         assert outcomes == [200] * 21, Counter(outcomes)
 
-        # the handshakes never finished: each closed after the handshake timeout (here the idle timeout, 3 s)
+        # the handshakes never finished: each closed after the handshake timeout (here the idle timeout, 3 s);
+        # a connection still open when first_bytes stops waiting reads as None, not b""
         closed = await asyncio.gather(*(first_bytes(reader, 8) for reader, _ in flood))
-        assert closed.count(b"") == 200 and time.monotonic() - began < 12, Counter(map(repr, closed))
+        assert closed.count(b"") == 200, Counter(map(repr, closed))
         assert fds(pid) <= baseline + 5
     finally:
         for _, writer in flood:
