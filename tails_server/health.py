@@ -11,6 +11,8 @@ from .index import Catalog
 from .ledger import LedgerClient
 from .storage import Storage
 
+TRANSPORT = web.AppKey("transport", dict)  # how connections are served (set by serving.py), for /status
+
 
 class Health:
     """`/livez` answers while the process serves; `/readyz` and `/status` also check storage."""
@@ -46,7 +48,7 @@ class Health:
         return web.Response(text=f"ok; index {progress.state}: {progress.scanned} names scanned")
 
     async def status(self, request: web.Request) -> web.Response:
-        """Storage (writable, free bytes), cached ledger pools and the version, as JSON."""
+        """Storage (writable, free bytes), cached ledger pools, the index, transport and version, as JSON."""
         problem = await self.storage.problem()
         free = await asyncio.get_running_loop().run_in_executor(None, free_bytes_or_none, self.storage)
         document = {
@@ -55,6 +57,7 @@ class Health:
             "storage": {"backend": self.storage.kind, "writable": problem is None, "problem": problem, "free_bytes": free},
             "ledger": {"cached_pools": self.ledger.cached_pools},
             "index": await self._index(),
+            "transport": request.app.get(TRANSPORT, {}),
         }
         return web.json_response(document, status=503 if problem else 200)
 

@@ -1,9 +1,9 @@
 """Running the application: aiohttp's runner, with connections starting at the front door.
 
-This is aiohttp's run_app with one difference: on plaintext listeners over local storage, each
-connection starts with a FrontDoor, which answers plain downloads and hands everything else to
-aiohttp's own protocol; on TLS listeners each connection is counted from its accept (tls.TlsSite).
-Object storage uses aiohttp's TCPSite unchanged.
+This is aiohttp's run_app with one difference: over local storage, each connection starts with a
+FrontDoor, which answers plain downloads and hands everything else to aiohttp's own protocol;
+on TLS listeners each connection is counted from its accept (tls.TlsSite), and after its
+handshake starts at the front door too. Object storage uses aiohttp's protocol unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from . import logs, metrics
 from .app import STORAGE
 from .config import Settings
 from .front import FrontDoors
+from .health import TRANSPORT
 from .limits import ClientAddress, Connections, QuietAcceptErrors, connection_budget, parse_networks, raise_fd_limit, reserve
 from .storage.local import LocalStorage
-from .tls import HANDSHAKE_TIMEOUT, TlsSite
+from .tls import HANDSHAKE_TIMEOUT, TlsSite, kernel_tls
 
 
 class FrontSite(web.BaseSite):
@@ -45,9 +46,10 @@ def front_doors(app: web.Application, settings: Settings, runner: web.AppRunner,
                 connections: Connections) -> FrontDoors | None:
     """Front doors for this server, stopped with it; None where every request must go to aiohttp."""
     storage = app[STORAGE]
-    if tls or not isinstance(storage, LocalStorage) or not hasattr(os, "sendfile"):
+    if not isinstance(storage, LocalStorage) or not (tls or hasattr(os, "sendfile")):
         return None
-    doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size, connections)
+    doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size, connections,
+                       encrypted=tls)
     drained: list[asyncio.Task] = []
 
     async def stop(_app: web.Application) -> None:
@@ -86,6 +88,7 @@ def run(app: web.Application, settings: Settings) -> None:
             loop.run_until_complete(asyncio.gather(*remaining, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            metrics.flush()  # the last requests' counts, for the workers that stay
 
 
 def connection_limits(settings: Settings) -> Connections:
@@ -111,12 +114,19 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     )
     ssl_context = settings.ssl_context()
     doors = front_doors(app, settings, runner, tls=ssl_context is not None, connections=connections)
+    app[TRANSPORT] = {
+        "tls": ssl_context is not None,
+        "plain_downloads": "front door" if doors is not None else "aiohttp",
+        **({"kernel_tls": kernel_tls()} if ssl_context is not None else {}),
+    }
     await runner.setup()
     connections.watch(runner.server)
     reuse_port = settings.workers > 1
     if ssl_context is not None:
         handshake = min(settings.idle_timeout, HANDSHAKE_TIMEOUT)
         site: web.BaseSite = TlsSite(runner, settings.host, settings.port, ssl_context, connections, reuse_port, handshake)
+        if doors is not None:
+            site.handler_factory = doors
     elif doors is None:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
     else:

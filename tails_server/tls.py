@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -21,6 +23,24 @@ from .limits import Connections
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # s; a slow mobile link needs a few, a flood gets no more than this
+_ULP = Path("/proc/sys/net/ipv4/tcp_available_ulp")
+
+
+def kernel_tls() -> str:
+    """Why downloads are not encrypted by the kernel here (for /status): kernel TLS is never used.
+
+    Kernel TLS needs an OpenSSL that owns the socket (ssl.OP_ENABLE_KTLS, Python 3.12+) and the
+    kernel's TLS module; asyncio's TLS encrypts in memory buffers, which the kernel cannot take over.
+    """
+    if not hasattr(ssl, "OP_ENABLE_KTLS"):
+        return f"not used: Python {sys.version_info.major}.{sys.version_info.minor} has no ssl.OP_ENABLE_KTLS"
+    try:
+        offered = "tls" in _ULP.read_text().split()
+    except OSError:
+        offered = False
+    if not offered:
+        return "not used: the kernel offers no TLS (its tls module is not loaded)"
+    return "not used: the kernel offers it, but asyncio's TLS encrypts in memory, which the kernel cannot take over"
 
 
 class Waiting(asyncio.Protocol):

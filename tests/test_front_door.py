@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,6 +132,30 @@ async def test_a_long_pipeline_is_answered_whole(server, stored):
         assert (status_line, headers["x-request-id"], headers["content-length"]) == ("HTTP/1.1 200 OK", f"p{n}", str(len(data)))
     writer.write(request("GET", f"/hash/{h}"))
     assert (await read_full(reader))[2] == data
+    writer.close()
+
+
+async def test_requests_pipelined_behind_a_long_download_wait_in_the_socket(new_server, http):
+    """A client that pipelines megabytes of requests behind one download, and reads nothing, must
+    not grow the server's memory by as much: what the door has not answered waits in the socket."""
+    proc = new_server()
+    data, h = random_tails(131072)  # 16 MiB: more than any socket buffers hold
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert resp.status == 200
+    server = psutil.Process(proc.proc.pid)
+    reader, writer = await tiny_window_get(proc.port, f"/hash/{h}")
+    await asyncio.sleep(0.5)  # the download has filled the socket; the door waits for room
+    before = server.memory_info().rss
+    heads = 60000
+    writer.write(request("HEAD", f"/hash/{h}") * heads)  # ~4.5 MB of requests, none read yet
+    await asyncio.sleep(1)
+    grown = server.memory_info().rss - before
+    assert grown < 2 * 1024 * 1024, f"the server took {grown} bytes of pipelined requests into memory"
+    status_line, _, body = await read_full(reader)
+    assert status_line == "HTTP/1.1 200 OK" and body == data
+    for _ in range(heads):  # then every request behind it, in order
+        status_line, headers, _ = await read_full(reader, head=True)
+        assert status_line == "HTTP/1.1 200 OK" and headers["content-length"] == str(len(data))
     writer.close()
 
 

@@ -17,6 +17,8 @@ async def test_healthy_server(http, server):
     assert status["storage"]["free_bytes"] > 0
     assert isinstance(status["ledger"]["cached_pools"], int) and status["version"]
     assert str(server.storage) not in str(status)  # no server paths
+    front = "front door" if status["storage"]["backend"] == "local" else "aiohttp"  # object storage: aiohttp's path
+    assert status["transport"] == {"tls": False, "plain_downloads": front}
 
 
 async def test_unavailable_storage_is_503_but_liveness_holds(http, new_server):

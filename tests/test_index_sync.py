@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 
@@ -170,3 +171,37 @@ async def test_status_and_readyz_say_where_the_index_is(http, server):
     assert index["state"] == "ready" and index["complete"] is True and index["files"] >= 0
     async with http.get(f"{server.url}/readyz") as resp:
         assert resp.status == 200
+
+
+HOLD_EXCLUSIVE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes stdin
+"""
+
+
+def test_an_index_busy_in_another_process_is_never_taken_for_damaged(tmp_path, monkeypatch):
+    """A worker that finds the index locked by another waits, then raises; it never removes the file."""
+    from tails_server.index import db
+
+    path = tmp_path / "index.sqlite3"
+    db.create(path, "local:/store")
+    origin = db.Reader(path).meta()["origin"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_EXCLUSIVE, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        monkeypatch.setattr(db, "BUSY_MS", 300)
+        try:
+            db.create(path, "local:/store")
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+        else:
+            raise AssertionError("an index another process holds was opened for writing")
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert db.Reader(path).meta()["origin"] == origin  # the same file, not a rebuilt one
+    db.create(path, "local:/store")  # free again: opens as before
+    assert db.Reader(path).meta()["origin"] == origin

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import portalocker
+
 LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CACHE_KIB = 2 << 10  # page cache per connection: queries barely gain from more (the OS caches the file)
@@ -92,15 +94,29 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def create(path: Path, store: str) -> None:
-    """Make the file and its tables if missing; recreate it if unreadable or of another store or schema."""
+    """Make the file and its tables if missing; recreate it if unreadable or of another store or schema.
+
+    Workers start together: one at a time checks the file (under a lock file beside it), so none
+    removes a file another is building, and a file busy in another process is never taken for a
+    damaged one -- that error is raised, not repaired.
+    """
     if sqlite3.sqlite_version_info < (3, 34):
         raise RuntimeError(f"the index needs SQLite 3.34 or newer (FTS5 trigrams); Python here has {sqlite3.sqlite_version}")
-    try:
-        _create(path, store)
-    except sqlite3.DatabaseError as exc:  # not a database, or damaged: the store has everything it held
-        LOGGER.warning("index file %s is unusable (%s): rebuilding it from the store", path, exc)
-        _remove(path)
-        _create(path, store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with portalocker.Lock(f"{path}.open", mode="a", timeout=BUSY_MS / 1000, check_interval=0.05):
+        try:
+            _create(path, store)
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged: the store has everything it held
+            if _busy(exc):
+                raise
+            LOGGER.warning("index file %s is unusable (%s): rebuilding it from the store", path, exc)
+            _remove(path)
+            _create(path, store)
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite gave up waiting for another connection (BUSY or LOCKED), not found damage."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _remove(path: Path) -> None:

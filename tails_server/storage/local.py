@@ -39,9 +39,10 @@ HASH_DIR, ID_DIR, TMP_DIR, LOCK_DIR, JOURNAL_DIR = HASH, ID, ".tmp", ".locks", "
 SCAN_BATCH = 2000
 
 
-def _cached_read(fd: int, size: int, offset: int) -> bytes | None:
+def cached_read(fd: int, size: int, offset: int) -> bytearray | None:
     """What the page cache holds of the range, read on the event loop without waiting for the disk
-    (RWF_NOWAIT); None when some of it is not cached, or where the kernel cannot say."""
+    (RWF_NOWAIT); None when none of it is cached, or where the kernel cannot say. The buffer is
+    the caller's (no copy): transports keep it until it is sent."""
     global _NOWAIT
     if _NOWAIT is None:
         return None
@@ -55,7 +56,7 @@ def _cached_read(fd: int, size: int, offset: int) -> bytes | None:
         return None
     if got < size and got:  # partly cached: take what is there
         del buffer[got:]
-    return bytes(buffer) if got else None
+    return buffer if got else None
 
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
@@ -75,7 +76,7 @@ class LocalFile(StoredFile):
         end = offset + count
         while offset < end:
             size = min(FALLBACK_CHUNK, end - offset)
-            chunk = _cached_read(self.file.fileno(), size, offset)
+            chunk = cached_read(self.file.fileno(), size, offset)
             if chunk is None:  # not all in the page cache: a thread waits for the disk
                 chunk = await loop.run_in_executor(None, os.pread, self.file.fileno(), size, offset)
             if not chunk:

@@ -1,0 +1,93 @@
+"""What the front doors of one server share: finding files, writing heads, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+
+from aiohttp.http import SERVER_SOFTWARE
+
+from ..downloads import CACHE_FOREVER, http_date
+from ..errors import BadRequest
+from ..ids import RevRegId, TailsHash
+from ..limits.connections import Connections
+from ..storage import Name
+from ..storage.local import LocalFile, LocalStorage
+from .door import FrontDoor
+
+BY_HASH, BY_ID = "/hash/{tails_hash}", "/{rev_reg_id}"  # the routes' canonical paths, as metrics label them
+
+
+class FrontDoors:
+    """The front doors of one server (a protocol factory): what they share, and stopping them."""
+
+    def __init__(self, storage: LocalStorage, aiohttp_protocol: Callable[[], asyncio.Protocol], timeout: float,
+                 max_head: int, connections: Connections, encrypted: bool = False) -> None:
+        self.storage = storage
+        self.connections = connections  # counted here; a hand-over keeps its place (aiohttp's end releases it)
+        self.aiohttp_protocol = aiohttp_protocol  # aiohttp's protocol factory (web.Server), for hand-overs
+        self.timeout = timeout  # idle connections and stalled downloads, as aiohttp's keep-alive timeout
+        self.max_head = max_head  # longer heads go to aiohttp, which applies the exact per-line limits
+        self.encrypted = encrypted  # TLS transports: bodies are written into them, not sendfile'd
+        self.open: set[FrontDoor] = set()
+        self.stopping = False
+        self._second = -1
+        self._date = ""
+
+    def __call__(self) -> FrontDoor:
+        return FrontDoor(self)
+
+    def find(self, url: bytes) -> tuple[str, LocalFile] | None:
+        """The route and opened file a plain path names; None for anything aiohttp should judge."""
+        if not url.startswith(b"/") or not url.isascii() or b"?" in url or b"#" in url:
+            return None
+        path = url.decode("ascii")
+        try:
+            if path.startswith("/hash/"):
+                name: Name = TailsHash.parse(path[6:])
+                route = BY_HASH
+            else:  # the same parse as the application's id route; fixed routes are never valid ids
+                name, route = RevRegId.from_raw_path(path[1:]), BY_ID
+        except BadRequest:
+            return None
+        stored = self.storage.open_now(name)
+        return None if stored is None else (route, stored)
+
+    def head_of(self, stored: LocalFile, version: str, keep_alive: bool, request_id: str) -> bytes:
+        """The status line and headers, as aiohttp writes them for TailsFileResponse."""
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date = now, formatdate(now, usegmt=True)
+        if keep_alive:
+            connection = "Connection: keep-alive\r\n" if version == "1.0" else ""
+        else:
+            connection = "Connection: close\r\n" if version == "1.1" else ""
+        return (
+            f"HTTP/{version} 200 OK\r\n"
+            f"X-Request-ID: {request_id}\r\n"
+            f'Etag: "{stored.tails_hash.value}"\r\n'
+            f"Cache-Control: {CACHE_FOREVER}\r\n"
+            f"Last-Modified: {http_date(int(stored.mtime))}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {stored.size}\r\n"
+            "Accept-Ranges: bytes\r\n"
+            f"Date: {self._date}\r\n"
+            f"Server: {SERVER_SOFTWARE}\r\n"
+            f"{connection}\r\n"
+        ).encode("latin-1")
+
+    def stop(self) -> None:
+        """Stop answering: idle connections close now, busy ones after their response."""
+        self.stopping = True
+        for door in list(self.open):
+            door.stop()
+
+    async def drained(self, timeout: float) -> None:
+        """Wait up to `timeout` s for responses still leaving, then cut those that remain."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.open and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for door in list(self.open):
+            door.transport.abort()

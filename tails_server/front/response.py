@@ -1,0 +1,133 @@
+"""One 200 for one whole stored file, as the front door sends it: sendfile, or chunks into TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from .. import logs, metrics
+from ..downloads import CORK_ABOVE, SMALL_BODY
+from ..storage.local import LocalFile, cached_read
+
+if TYPE_CHECKING:
+    from .door import FrontDoor
+    from .doors import FrontDoors
+
+_MORE = getattr(socket, "MSG_MORE", 0)  # the head waits for the body's first bytes: one segment, not two
+_CORK = getattr(socket, "TCP_CORK", None)
+# Into TLS, the body goes in chunks read from the page cache: large enough that the per-chunk Python
+# is small beside the encryption (64 records of 16 KiB), small enough to keep memory flat.
+TLS_CHUNK = 1 << 18
+# At most this much is written per turn of the event loop: other connections get theirs between,
+# and a connection whose socket failed learns of it before its whole body is encrypted for no one
+# (a transport that lost its socket drops writes without ever asking for a pause).
+TLS_TURN = 4 * TLS_CHUNK
+
+
+class Response:
+    """A 200 for one whole stored file: the head (with small bodies inline), then the body."""
+
+    __slots__ = ("stored", "route", "method", "path", "keep_alive", "request_id", "out", "offset", "left", "cork", "started",
+                 "head", "sent", "reading", "ended")
+
+    def __init__(self, stored: LocalFile, route: str, method: str, path: str, version: str, keep_alive: bool,
+                 request_id: str, doors: FrontDoors) -> None:
+        self.stored, self.route, self.method, self.path = stored, route, method, path
+        self.keep_alive, self.request_id = keep_alive, request_id
+        self.started = time.monotonic()
+        size = stored.size
+        self.out = memoryview(doors.head_of(stored, version, keep_alive, request_id))
+        self.head, self.sent = len(self.out), 0  # the head's length; bytes sent so far, head included
+        self.offset, self.left = 0, size if method == "GET" else 0
+        self.cork = 1 if self.left > CORK_ABOVE and _CORK and not doors.encrypted else 0  # 1: wanted, 2: set on the socket
+        self.reading: asyncio.Future | None = None  # a chunk a thread is reading from disk (TLS)
+        self.ended = False
+        if 0 < self.left <= SMALL_BODY:  # one write for head and body costs less than a second one after it
+            self.out = memoryview(bytes(self.out) + os.pread(stored.file.fileno(), self.left, 0))
+            self.left = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.out and not self.left
+
+    def send(self, sock: socket.socket) -> int:
+        """Plaintext: bytes the kernel took now (0 if the socket is full); an OSError ends the response."""
+        if self.cork == 1:
+            self.cork = 2
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+        sent = 0
+        try:
+            while self.out:
+                n = sock.send(self.out, _MORE if self.left else 0)
+                self.out, sent = self.out[n:], sent + n
+            while self.left:
+                n = os.sendfile(sock.fileno(), self.stored.file.fileno(), self.offset, self.left)
+                if not n:
+                    raise ConnectionResetError("stored file ended early")
+                self.offset, self.left, sent = self.offset + n, self.left - n, sent + n
+        except (BlockingIOError, InterruptedError):
+            pass
+        finally:
+            self.sent += sent
+        if self.cork == 2 and self.done:
+            self.cork = 0
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+        return sent
+
+    def write(self, door: FrontDoor) -> int:
+        """TLS: hand the transport up to TLS_TURN bytes, or less if it asks for a pause; bytes handed over.
+
+        Chunks the page cache holds are read here, on the loop, without waiting (RWF_NOWAIT); a
+        chunk that is not cached is read by a thread, and the door is called back when it is in.
+        """
+        transport, fd, written = door.transport, self.stored.file.fileno(), 0
+        if self.out:
+            pending = [self.out]
+            if self.left:  # the head and the first chunk in one go: one TLS flush, one send
+                chunk = cached_read(fd, min(TLS_CHUNK, self.left), self.offset)
+                if chunk:
+                    pending.append(chunk)
+                    self.offset, self.left = self.offset + len(chunk), self.left - len(chunk)
+            transport.writelines(pending)
+            written, self.out = sum(len(p) for p in pending), memoryview(b"")
+        while self.left and written < TLS_TURN and not door.paused and self.reading is None and not transport.is_closing():
+            size = min(TLS_CHUNK, self.left)
+            chunk = cached_read(fd, size, self.offset)
+            if chunk is None:
+                self.reading = asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, self.offset)
+                self.reading.add_done_callback(door.chunk_read)
+                break
+            transport.write(chunk)
+            self.offset, self.left, written = self.offset + len(chunk), self.left - len(chunk), written + len(chunk)
+        self.sent += written
+        return written
+
+    def take_read(self, door: FrontDoor) -> int:
+        """TLS: write the chunk a thread read (bytes written); an OSError ends the response."""
+        future, self.reading = self.reading, None
+        chunk = future.result()
+        if not chunk:
+            raise ConnectionResetError("stored file ended early")
+        door.transport.write(chunk)
+        self.offset, self.left, self.sent = self.offset + len(chunk), self.left - len(chunk), self.sent + len(chunk)
+        return len(chunk)
+
+    def end(self, door: FrontDoor) -> None:
+        """Count and log the request as aiohttp's access logger would; close the file once no thread reads it."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.reading is None:
+            self.stored.file.close()
+        else:  # closing now could hand the thread's descriptor to another file
+            self.reading.add_done_callback(lambda _: self.stored.file.close())
+        elapsed = time.monotonic() - self.started
+        cut_short = not self.done
+        size = max(0, self.sent - self.head) if cut_short else self.stored.size  # what left, when not all did
+        metrics.record(self.route, self.method, 200, None, size, elapsed, cut_short)
+        if logs.ACCESS.isEnabledFor(logging.INFO):
+            logs.access_line(door.remote, self.method, self.path, 200, size, elapsed, self.request_id, cut_short)
