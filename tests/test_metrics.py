@@ -91,3 +91,29 @@ async def test_counts_are_summed_over_workers(new_server, http):
         assert value(samples, "tails_http_requests_total", route="/hash/{tails_hash}", method="GET", status="200") == 20
         assert value(samples, "tails_uploads_total", outcome="stored") == 1
         assert value(samples, "tails_index_names", kind="file") == 1  # the same index file, read by either
+
+
+async def test_request_latencies_and_bytes_add_up_over_workers_and_both_paths(new_server, http):
+    """Counts are kept in each worker and added in bulk: the histogram must still agree with itself."""
+    proc = new_server("--workers", "2")
+    data, h = random_tails(10)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers=OCTET) as resp:
+        assert resp.status == 200
+    for _ in range(12):  # the front door answers whole-file GETs, aiohttp answers ranges
+        async with http.get(f"{proc.url}/hash/{h}", headers={"Connection": "close"}) as resp:
+            assert await resp.read() == data
+        async with http.get(f"{proc.url}/hash/{h}", headers={"Connection": "close", "Range": "bytes=0-9"}) as resp:
+            assert resp.status == 206 and await resp.read() == data[:10]
+    route = {"route": "/hash/{tails_hash}", "method": "GET"}
+    samples = await settled(http, proc, lambda s: value(s, "tails_http_request_duration_seconds_count", **route) >= 24)
+    assert value(samples, "tails_http_requests_total", status="200", **route) == 12
+    assert value(samples, "tails_http_requests_total", status="206", **route) == 12
+    assert value(samples, "tails_http_request_duration_seconds_count", **route) == 24
+    assert value(samples, "tails_http_request_duration_seconds_bucket", le="+Inf", **route) == 24
+    buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in samples.items()
+                     if name == "tails_http_request_duration_seconds_bucket" and dict(labels)["route"] == route["route"]
+                     and dict(labels)["method"] == "GET")
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert value(samples, "tails_http_request_duration_seconds_sum", **route) > 0
+    # the downloads, the PUT's answer, and the scrapes' own answers before this one
+    assert value(samples, "tails_http_sent_bytes_total") >= 12 * len(data) + 12 * 10 + len(h)
