@@ -1,0 +1,108 @@
+"""Downloads A/B: an earlier commit's tails-server beside this tree's, with nginx as the yardstick.
+
+    python bench/ab.py --base HEAD~1 [--size 128] [--clients 16] [--rounds 6] [--seconds 3]
+
+Both servers run `--workers 2` on the same files, nginx `worker_processes 2`. wrk loads each in
+turn, in rounds whose order flips every round, so this VM's drift (10-20% within minutes) falls on
+all three alike. Prints, per server, the median req/s, the median CPU time per request (user and
+system, all its processes, from /proc) and the median of its per-round ratios to nginx. A change
+worth keeping moves the CPU per request by more than the rounds' spread, and by more than an A/A
+run (`--base HEAD` with a clean tree) moves it: with 2 short rounds that was 62 against 69 us here. Every load is bounded in
+time. Both run from source, ahead of whatever is installed (an editable install would otherwise
+shadow the base): the base from `git archive`, the tree from this checkout, uncommitted changes
+included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import run as bench  # nginx, wrk, tails files, servers
+
+LAUNCHER = """import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # an editable install's finder
+sys.path.insert(0, {tree!r})
+import tails_server
+assert tails_server.__file__.startswith({tree!r}), tails_server.__file__
+sys.argv[0] = "tails_server"
+runpy.run_module("tails_server", run_name="__main__", alter_sys=True)
+"""
+
+
+def cpu_ticks(proc: bench.Proc) -> int:
+    """User and system clock ticks of a server and its workers."""
+    total = 0
+    for pid in proc.pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def start_from(tree: Path, name: str, workdir: Path, storage: Path) -> bench.Proc:
+    """tails-server from the package directory in `tree`, whatever is installed."""
+    launcher = workdir / f"launch_{name}.py"
+    launcher.write_text(LAUNCHER.format(tree=str(tree)))
+    port = bench.free_port()
+    args = [sys.executable, str(launcher), "--port", str(port), "--storage-path", str(storage), "--workers", "2", *bench.MANY_CLIENTS]
+    return bench.Proc(args, port, workdir / f"{name}.log")
+
+
+def checkout(rev: str, workdir: Path) -> Path:
+    """The tails_server package as it was at `rev`, in a directory of its own."""
+    tree = workdir / "base"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "tails_server"], cwd=bench.HERE.parent, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the commit to compare against (git rev)")
+    parser.add_argument("--size", type=int, default=128, help="file size in KiB")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=3, help="per server per round")
+    options = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tails-ab-"))
+    storage = workdir / "storage"
+    setup = bench.start_tails_server(storage, 1, workdir / "setup.log", "--log-level", "WARNING")
+    try:
+        data, tails_hash = bench.tails_file(options.size * 1024)
+        assert await bench.raw_put(setup.port, f"/hash/{tails_hash}", [data], len(data)) == 200
+    finally:
+        setup.stop()
+    servers = {"base": start_from(checkout(options.base, workdir), "base", workdir, storage),
+               "tree": start_from(bench.HERE.parent, "tree", workdir, storage), "nginx": bench.start_nginx(storage, workdir)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    try:
+        for proc in servers.values():
+            bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, 1)  # warm-up
+        for number in range(options.rounds):
+            order = list(servers.items())
+            for name, proc in order if number % 2 == 0 else reversed(order):
+                before = cpu_ticks(proc)
+                load = bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, options.seconds)
+                ticks = cpu_ticks(proc) - before
+                results[name].append((load["req_s"], ticks / os.sysconf("SC_CLK_TCK") / (load["req_s"] * options.seconds) * 1e6))
+    finally:
+        for proc in servers.values():
+            proc.stop()
+    print(f"GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})")
+    for name, rounds in results.items():
+        ratios = [mine[0] / nginx[0] for mine, nginx in zip(rounds, results["nginx"], strict=True)]
+        print(f"{name:6s} {statistics.median(r for r, _ in rounds):9.0f} req/s  "
+              f"{statistics.median(c for _, c in rounds):7.1f} us CPU/request  "
+              f"{statistics.median(ratios):.3f}x nginx (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
