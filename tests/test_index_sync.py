@@ -205,3 +205,27 @@ def test_an_index_busy_in_another_process_is_never_taken_for_damaged(tmp_path, m
     assert db.Reader(path).meta()["origin"] == origin  # the same file, not a rebuilt one
     db.create(path, "local:/store")  # free again: opens as before
     assert db.Reader(path).meta()["origin"] == origin
+
+
+async def test_an_index_damaged_under_a_running_server_fails_no_request(new_server, http):
+    """Another process empties the index's meta table (as a second server sharing the file by mistake,
+    rebuilding it, can): uploads still succeed, since the store is the truth; listings say 503; no 500."""
+    proc = new_server()
+    assert proc.wait_index_ready()
+    with sqlite3.connect(proc.storage / ".index" / "index.sqlite3") as conn:
+        conn.execute("DELETE FROM meta")
+    data, h = random_tails(4)
+    async with http.put(f"{proc.url}/hash/{h}", data=data, headers={"Content-Type": "application/octet-stream"}) as resp:
+        assert (resp.status, await resp.text()) == (200, h)
+    assert proc.view.file(h) == data
+    async with http.get(f"{proc.url}/hash/{h}") as resp:
+        assert (resp.status, await resp.read()) == (200, data)
+    for path in ("/index.json", f"/match/{h[:8]}"):
+        async with http.get(proc.url + path) as resp:
+            assert resp.status == 503, (path, resp.status, await resp.text())
+            assert "index" in (await resp.text()).lower()
+    async with http.get(f"{proc.url}/status") as resp:
+        assert resp.status in (200, 503)
+        assert "index unreadable" in (await resp.json())["index"]["problem"]
+    assert "the index could not record a change" in proc.log()
+    assert "Traceback" not in proc.log()

@@ -27,6 +27,9 @@ from .db import Row
 
 LOGGER = logging.getLogger(__name__)
 READER_THREADS = 2
+# What an index that another process replaced or damaged under us can raise besides sqlite3.Error:
+# a row or table gone missing between statements shows up as None where a value was due.
+INDEX_TROUBLE = (sqlite3.Error, LookupError, TypeError, ValueError)
 
 
 class IndexUnavailable(Unavailable):
@@ -87,7 +90,10 @@ class Catalog:
         if self._reader_connections is not None:
             self._reader_connections.close()
         if self._leader_lock is not None:
-            os.close(self._leader_lock)
+            try:
+                os.close(self._leader_lock)
+            except OSError as exc:  # the index's filesystem went away first (an unmounted volume)
+                LOGGER.warning("could not close the index's leader lock: %s", exc)
             self._leader_lock = None
 
     def _close_writer(self) -> None:
@@ -102,8 +108,8 @@ class Catalog:
             return await asyncio.get_running_loop().run_in_executor(
                 self._readers, lambda: method(self._reader_connections.get(), *args)
             )
-        except sqlite3.Error as exc:
-            raise IndexUnavailable(f"The index could not be read ({exc}); retry shortly.") from None
+        except INDEX_TROUBLE as exc:
+            raise IndexUnavailable(f"The index could not be read ({_what(exc)}); retry shortly.") from None
 
     async def write(self, method, *args, **kwargs):
         """Run a db.Writer method on the writer thread."""
@@ -120,8 +126,8 @@ class Catalog:
         """An index write after the store changed: its failure must not fail the request (a rescan repairs)."""
         try:
             await self.write(method, *args)
-        except sqlite3.Error as exc:
-            LOGGER.error("the index could not record a change (the next rescan repairs it): %s", exc)
+        except INDEX_TROUBLE as exc:
+            LOGGER.error("the index could not record a change (the next rescan repairs it): %s", _what(exc))
 
     async def note(self, keys: list[str]) -> None:
         """Tell other instances, through the store's journal; a lost note is repaired by their rescans."""
@@ -200,5 +206,14 @@ class Catalog:
         return result
 
     async def counts(self) -> dict:
-        meta = await self.read(db.Reader.meta)
-        return {"files": meta["files"], "ids": meta["ids"], "complete": bool(meta["complete"]), "synced_until": meta["synced_until"]}
+        def run(reader: db.Reader) -> dict:
+            meta = reader.meta()  # in the thread: a row gone missing is index trouble, a 503 like the rest
+            return {"files": meta["files"], "ids": meta["ids"], "complete": bool(meta["complete"]),
+                    "synced_until": meta["synced_until"]}
+
+        return await self.read(run)
+
+
+def _what(exc: Exception) -> str:
+    """An index error for a log line or a reason: SQLite's message, or what kind of damage it was."""
+    return str(exc) if isinstance(exc, sqlite3.Error) else f"damaged ({exc.__class__.__name__}: {exc})"
