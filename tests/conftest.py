@@ -22,6 +22,7 @@ BACKENDS = ("local", "s3")
 
 LEDGER_TIMEOUT = 3  # seconds; the server's --ledger-timeout in tests
 MAX_TAILS = 8 << 20  # the test server's --max-tails-size
+LOG_TAIL = 20_000  # characters of a server's log shown with a failed test
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +93,15 @@ def server(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytes
     proc.stop()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Mark a test whose body failed, so fixtures can add what explains it to its report."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True
+    return report
+
+
 @pytest.fixture
 def new_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     """Start extra servers on their own storage (local unless backend="s3"); all stopped after the test."""
@@ -103,13 +113,16 @@ def new_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
         storage = storage or tmp_path / "storage"
         extra, env, view = backends.options(backend, storage, prefix, endpoint)
         kwargs["env"] = {**env, **(kwargs.get("env") or {})}
-        proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), *extra, *args, view=view, **kwargs)
+        proc = ServerProcess(storage, "--ledger-timeout", str(LEDGER_TIMEOUT), *extra, *args, view=view, log_dir=tmp_path, **kwargs)
         started.append(proc)
         return proc.start()
 
     yield start
+    failed = getattr(request.node, "failed_call", False)
     for proc in started:
         proc.stop()
+        if failed:  # the servers' side of a failure; it is gone with the temp directory otherwise
+            request.node.add_report_section("teardown", f"server log (port {proc.port})", proc.log()[-LOG_TAIL:])
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ class ServerProcess:
     """`python -m tails_server` in a child process, on a free loopback port."""
 
     def __init__(self, storage: Path, *args: str, cwd: Path | None = None, env: dict | None = None, ssl_context=None, view=None,
-                 launcher: list[str] | None = None) -> None:
+                 launcher: list[str] | None = None, log_dir: Path | None = None) -> None:
         self.storage = storage
         self.launcher = launcher or []  # e.g. prlimit with its options, run in front of the server
         self.view = view or LocalView(storage)  # where its files are, whatever the backend
@@ -104,7 +104,7 @@ class ServerProcess:
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(storage), *MANY_CLIENTS, *args]
         self.cwd = cwd
         self.env = env
-        self.log_path = storage.parent / f"server-{self.port}.log"
+        self.log_path = (log_dir or storage.parent) / f"server-{self.port}.log"  # off a mount the test may remove
         self.ssl_context = ssl_context  # a client context trusting the server's certificate
         self.proc: subprocess.Popen | None = None
 
