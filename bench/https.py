@@ -42,8 +42,7 @@ async def one_run(workdir: Path, seconds: int) -> dict:
     finally:
         setup.stop()
     nginx = bench.start_nginx(storage, workdir, tls=(chain, key))
-    server = bench.start_tails_server(storage, 2, workdir / "https.log", "--tls-cert", str(chain), "--tls-key", str(key),
-                                      "--log-level", "WARNING")
+    server = bench.start_tails_server(storage, 2, workdir / "https.log", "--tls-cert", str(chain), "--tls-key", str(key))
     results = {}
     try:
         for name, _, conns, unit, _ in SIZES:
