@@ -15,7 +15,7 @@ from .downloads import serve
 from .errors import NotFound, TailsError, from_os_error, one_line
 from .health import Health
 from .ids import RevRegId, TailsHash
-from .index import Catalog, Follower, IndexRoutes
+from .index import Catalog, Follower, IndexRoutes, placement
 from .ledger import LedgerClient
 from .limits import ClientAddress, parse_networks
 from .limits.rates import LISTINGS, WRITES, RateLimit, parse_rate, rate_limits
@@ -226,6 +226,8 @@ def create_app(settings: Settings) -> web.Application:
         await storage.start()
         catalog.open()
         LOGGER.info("storing tails files in %s; index in %s", storage.describe(), settings.index_file)
+        if problem := placement.warning(settings.index_file):
+            LOGGER.warning(problem)
         background.append(asyncio.create_task(follower.run()))
 
     async def shutdown(_app: web.Application) -> None:

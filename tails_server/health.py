@@ -65,7 +65,7 @@ class Health:
     async def _index(self) -> dict:
         progress = self.catalog.progress
         document = {"state": progress.state, "scanned": progress.scanned, "merging": progress.merging,
-                    "problem": progress.error, "last_sync": progress.last_sync}
+                    "problem": progress.error, "last_sync": progress.last_sync, "filesystem": self.catalog.filesystem}
         try:
             document.update(await self.catalog.counts())
         except Exception as exc:  # noqa: BLE001 - an unreadable index file is reported, not raised

@@ -15,6 +15,7 @@ from object_store import new_prefix
 from support import id_upload, random_tails
 
 from tails_server.auth import hash_token
+from tails_server.index import placement
 
 ADMIN = "admin-token-for-index-tests"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -169,6 +170,7 @@ async def test_status_and_readyz_say_where_the_index_is(http, server):
     async with http.get(f"{server.url}/status") as resp:
         index = (await resp.json())["index"]
     assert index["state"] == "ready" and index["complete"] is True and index["files"] >= 0
+    assert index["filesystem"] == placement.filesystem_of(server.storage) and index["filesystem"]
     async with http.get(f"{server.url}/readyz") as resp:
         assert resp.status == 200
 

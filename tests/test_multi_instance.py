@@ -158,11 +158,24 @@ def juicefs(tmp_path):
 
 
 async def test_three_instances_on_three_juicefs_mounts(juicefs, new_server, tmp_path, http, ledger, issuer):
-    instances = [new_server(storage=mount / "tails") for mount in juicefs.mounts]
+    # As deployed across hosts: each instance's index on its own local disk (see the README).
+    instances = [
+        new_server("--index-path", str(tmp_path / f"index-{i}" / "index.sqlite3"), storage=mount / "tails")
+        for i, mount in enumerate(juicefs.mounts)
+    ]
     await race_rounds(http, instances, ledger, issuer)
     held = await upload_under_a_lock_held_elsewhere(http, instances[0], juicefs.mounts[1] / "tails", LOCK_HELD)
     assert (held.finished_while_held, held.status_while_held) == (False, 404), held
     assert (held.status, held.stored) == (200, held.data)
+    assert not any("--index-path on local disk" in proc.log() for proc in instances)
+
+
+async def test_an_index_left_on_a_shared_mount_is_warned_about(juicefs, new_server, http):
+    """The default --index-path, under a store on JuiceFS: the start-up log says to move it, /status names the filesystem."""
+    proc = new_server(storage=juicefs.mounts[0] / "tails")
+    assert "give each one its own --index-path on local disk" in proc.log()
+    async with http.get(f"{proc.url}/status") as resp:
+        assert (await resp.json())["index"]["filesystem"] == "fuse.juicefs"
 
 
 async def test_three_instances_on_one_s3_bucket_through_two_gateways(seaweed, new_server, tmp_path, http, ledger, issuer):
@@ -181,7 +194,8 @@ async def test_weed_mount_lets_a_publish_past_a_lock_held_on_another_mount(seawe
         pytest.skip(f"FUSE is needed for the negative control: {problem}")
     mounts = WeedMounts(seaweed.filer, tmp_path, INSTANCES).start()
     try:
-        instances = [new_server(storage=mount / "tails") for mount in mounts.mounts]
+        instances = [new_server("--index-path", str(tmp_path / f"index-{i}" / "index.sqlite3"), storage=mount / "tails")
+                     for i, mount in enumerate(mounts.mounts)]
         # The primitives themselves: flock does not exclude across these mounts.
         with open(mounts.mounts[0] / "probe.lock", "a") as first, open(mounts.mounts[1] / "probe.lock", "a") as second:
             fcntl.flock(first, fcntl.LOCK_EX)

@@ -22,7 +22,7 @@ from ..errors import Unavailable
 from ..ids import RevRegId, TailsHash
 from ..storage import Name, Storage, TempFile
 from ..storage.base import key_of
-from . import db
+from . import db, placement
 from .db import Row
 
 LOGGER = logging.getLogger(__name__)
@@ -62,12 +62,14 @@ class Catalog:
         self._reader_connections: db.ThreadConnections | None = None
         self._write_connection: db.Writer | None = None
         self._leader_lock: int | None = None
+        self.filesystem: str | None = None  # the index file's, for /status (see placement)
 
     # life cycle
 
     def open(self) -> None:
         """Create or check the file (blocking; before serving)."""
         db.create(self.path, self.storage.describe())
+        self.filesystem = placement.filesystem_of(self.path)
         self._reader_connections = db.ThreadConnections(self.path)
         self.origin = db.Reader(self.path).meta()["origin"]
 
