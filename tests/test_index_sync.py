@@ -230,4 +230,5 @@ async def test_an_index_damaged_under_a_running_server_fails_no_request(new_serv
         assert resp.status in (200, 503)
         assert "index unreadable" in (await resp.json())["index"]["problem"]
     assert "the index could not record a change" in proc.log()
+    assert "the index could not be read: damaged" in proc.log()
     assert "Traceback" not in proc.log()

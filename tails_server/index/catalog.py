@@ -111,6 +111,8 @@ class Catalog:
                 self._readers, lambda: method(self._reader_connections.get(), *args)
             )
         except INDEX_TROUBLE as exc:
+            if not isinstance(exc, sqlite3.Error):  # damage, or a bug in a query: either way worth a look
+                LOGGER.error("the index could not be read: %s", _what(exc))
             raise IndexUnavailable(f"The index could not be read ({_what(exc)}); retry shortly.") from None
 
     async def write(self, method, *args, **kwargs):
