@@ -5,7 +5,9 @@
 Both servers run `--workers 2` on the same files, nginx `worker_processes 2`. wrk loads each in
 turn, in rounds whose order flips every round, so this VM's drift (10-20% within minutes) falls on
 all three alike. Prints, per server, the median req/s, the median CPU time per request (user and
-system, all its processes, from /proc) and the median of its per-round ratios to nginx. A change
+system, all its processes, from /proc), the load generator's CPU time per request beside it (on
+loopback the client shares the cores: a change that moves work to it shows there), and the median
+of its per-round ratios to nginx. A change
 worth keeping moves the CPU per request by more than the rounds' spread, and by more than an A/A
 run (`--base HEAD` with a clean tree) moves it: with 2 short rounds that was 62 against 69 us here. Every load is bounded in
 time. Both run from source, ahead of whatever is installed (an editable install would otherwise
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,12 @@ assert tails_server.__file__.startswith({tree!r}), tails_server.__file__
 sys.argv[0] = "tails_server"
 runpy.run_module("tails_server", run_name="__main__", alter_sys=True)
 """
+
+
+def client_seconds() -> float:
+    """User and system CPU seconds of the finished load generators (wrk runs as our child, waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_ticks(proc: bench.Proc) -> int:
@@ -81,25 +90,27 @@ async def main() -> int:
         setup.stop()
     servers = {"base": start_from(checkout(options.base, workdir), "base", workdir, storage),
                "tree": start_from(bench.HERE.parent, "tree", workdir, storage), "nginx": bench.start_nginx(storage, workdir)}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
     try:
         for proc in servers.values():
             bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, 1)  # warm-up
         for number in range(options.rounds):
             order = list(servers.items())
             for name, proc in order if number % 2 == 0 else reversed(order):
-                before = cpu_ticks(proc)
+                before, client_before = cpu_ticks(proc), client_seconds()
                 load = bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, options.seconds)
-                ticks = cpu_ticks(proc) - before
-                results[name].append((load["req_s"], ticks / os.sysconf("SC_CLK_TCK") / (load["req_s"] * options.seconds) * 1e6))
+                ticks, client = cpu_ticks(proc) - before, client_seconds() - client_before
+                requests = load["req_s"] * options.seconds
+                results[name].append((load["req_s"], ticks / os.sysconf("SC_CLK_TCK") / requests * 1e6, client / requests * 1e6))
     finally:
         for proc in servers.values():
             proc.stop()
     print(f"GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})")
     for name, rounds in results.items():
         ratios = [mine[0] / nginx[0] for mine, nginx in zip(rounds, results["nginx"], strict=True)]
-        print(f"{name:6s} {statistics.median(r for r, _ in rounds):9.0f} req/s  "
-              f"{statistics.median(c for _, c in rounds):7.1f} us CPU/request  "
+        print(f"{name:6s} {statistics.median(r for r, _, _ in rounds):9.0f} req/s  "
+              f"{statistics.median(c for _, c, _ in rounds):7.1f} us CPU/request  "
+              f"(wrk {statistics.median(w for _, _, w in rounds):6.1f})  "
               f"{statistics.median(ratios):.3f}x nginx (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     return 0
 
