@@ -30,9 +30,10 @@ CACHE_FOREVER = "public, max-age=31536000, immutable"
 # after the headers; above it, copying the bytes through user space costs more (measured on
 # 128 KiB: +30% req/s with sendfile). Both read page-cached data inline.
 SMALL_BODY = 1 << 15
-# Above this, TCP_CORK keeps the many sendfile() calls of a body that outgrows the socket buffer
-# from leaving as part-filled segments (the client then spent ~20% more CPU receiving 4 MiB);
-# a smaller body leaves in one call, and the two setsockopt() calls cost ~10% of a 128 KiB GET.
+# Above this, TCP_CORK holds aiohttp's separately written headers for the body, and keeps the many
+# sendfile() calls of a body that outgrows the socket buffer from leaving part-filled segments; a
+# smaller body leaves in one call, and the two setsockopt() calls cost ~10% of a 128 KiB GET.
+# (The front door sends its head with MSG_MORE instead, and corks nothing.)
 CORK_ABOVE = 1 << 20
 
 
