@@ -240,6 +240,7 @@ def create_app(settings: Settings) -> web.Application:
     async def cleanup(_app: web.Application) -> None:
         uploads.threads.shutdown(wait=False)
         await ledger.close()
+        await catalog.notes.flush()
         await asyncio.get_running_loop().run_in_executor(None, catalog.close)
         await storage.close()
 

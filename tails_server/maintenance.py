@@ -58,6 +58,7 @@ async def _with_catalog(storage: Storage, index_file: Path, work, *args) -> Repo
         catalog.open()
         await work(catalog, report, *args)
     finally:
+        await catalog.notes.flush()
         catalog.close()
         await storage.close()
     return report

@@ -15,6 +15,7 @@ from support import random_tails
 from tails_server.ids import TailsHash
 from tails_server.index import Catalog, Follower, db
 from tails_server.index.catalog import IndexUnavailable
+from tails_server.index.notes import Notes
 from tails_server.storage import open_storage
 from tails_server.storage.journal import note_time
 
@@ -43,7 +44,7 @@ async def started(storage, path: Path) -> Catalog:
     return catalog
 
 
-async def publish(catalog: Catalog) -> str:
+async def publish(catalog: Catalog, flush: bool = True) -> str:
     data, h = random_tails(2)
     temp = catalog.storage.temp_file()
     try:
@@ -52,6 +53,8 @@ async def publish(catalog: Catalog) -> str:
         assert await catalog.publish(TailsHash.parse(h), temp, TailsHash.parse(h))
     finally:
         temp.discard()
+    if flush:
+        await catalog.notes.flush()  # rather than wait for the batch's moment
     return h
 
 
@@ -78,6 +81,7 @@ async def test_journal_brings_changes_and_a_pruned_gap_forces_a_rescan(make_stor
         assert await follow_second.poll() == 0  # a note is applied once
 
         assert await first.delete(TailsHash.parse(h1))
+        await first.notes.flush()
         assert await follow_second.poll() == 1 and await names(second) == set()
 
         h2 = await publish(first)
@@ -112,3 +116,26 @@ async def _complete_names(catalog: Catalog) -> set[str]:
         return await names(catalog)
     except IndexUnavailable:
         return set()
+
+
+async def test_changes_close_together_share_one_note_written_without_a_flush(make_storage, tmp_path):
+    """Notes are batched off the request path: three uploads in a row make one note naming all three,
+    and it is written by itself within the batch's moment (no flush, no stop)."""
+    first = await started(make_storage(1), tmp_path / "a.sqlite3")
+    first.notes = Notes(first.storage.journal, delay=1.0)  # a moment that three fsync'ed uploads fit in on any disk
+    first.notes.origin = first.origin
+    try:
+        start = note_time(time.time() - 1)
+        hashes = [await publish(first, flush=False) for _ in range(3)]
+        notes: list = []
+        for _ in range(100):  # bounded: 5 s, five times the batch's delay
+            notes = await first.storage.journal.since(start)
+            if notes:
+                break
+            await asyncio.sleep(0.05)
+        assert len(notes) == 1
+        assert notes[0][1] == [f"hash/{h}" for h in hashes]
+    finally:
+        await first.notes.flush()
+        first.close()
+        await first.storage.close()

@@ -1,7 +1,8 @@
 """The catalog: the store's writes and the index kept in step with them, and the queries on it.
 
 Every publish and deletion goes through here, so the index learns of it at once: a pending
-note is written first, the store is changed, then the index row and a journal note follow.
+note is written first, the store is changed, then the index row follows, and a journal note
+within a moment (notes.py).
 If the process dies in between, the pending note tells the next leader what to check.
 The store stays the source of truth: rows are only written for what the store holds.
 """
@@ -24,6 +25,7 @@ from ..storage import Name, Storage, TempFile
 from ..storage.base import key_of
 from . import db, placement
 from .db import Row
+from .notes import Notes
 
 LOGGER = logging.getLogger(__name__)
 READER_THREADS = 2
@@ -63,6 +65,7 @@ class Catalog:
         self._write_connection: db.Writer | None = None
         self._leader_lock: int | None = None
         self.filesystem: str | None = None  # the index file's, for /status (see placement)
+        self.notes = Notes(storage.journal)
 
     # life cycle
 
@@ -71,7 +74,7 @@ class Catalog:
         db.create(self.path, self.storage.describe())
         self.filesystem = placement.filesystem_of(self.path)
         self._reader_connections = db.ThreadConnections(self.path)
-        self.origin = db.Reader(self.path).meta()["origin"]
+        self.origin = self.notes.origin = db.Reader(self.path).meta()["origin"]
 
     def try_lead(self) -> bool:
         """Become the one process of this host that follows the store (flock on a file beside the index)."""
@@ -133,12 +136,9 @@ class Catalog:
         except INDEX_TROUBLE as exc:
             LOGGER.error("the index could not record a change (the next rescan repairs it): %s", _what(exc))
 
-    async def note(self, keys: list[str]) -> None:
-        """Tell other instances, through the store's journal; a lost note is repaired by their rescans."""
-        try:
-            await self.storage.journal.append(self.origin, keys)
-        except Exception as exc:  # noqa: BLE001 - a hint only: the upload itself succeeded
-            LOGGER.warning("could not write a journal note for other instances: %s", getattr(exc, "reason", exc))
+    def note(self, keys: list[str]) -> None:
+        """Tell other instances, through the store's journal, within a moment (see notes)."""
+        self.notes.add(keys)
 
     # writes
 
@@ -160,7 +160,7 @@ class Catalog:
         if stored and isinstance(name, RevRegId):
             rows.append(Row(name.value, tails_hash.value, True))
         await self._record(db.Writer.apply, rows, [], values)
-        await self.note([key_of(n) for n in names])
+        self.note([key_of(n) for n in names])
         return stored
 
     async def delete(self, name: Name) -> bool:
@@ -184,7 +184,7 @@ class Catalog:
             await self._record(db.Writer.orphan, values)
             raise
         await self._record(db.Writer.apply, [], values, values)
-        await self.note([key_of(n) for n in names])
+        self.note([key_of(n) for n in names])
         return bool(existed) or existed is None
 
     # queries

@@ -129,7 +129,7 @@ class Follower:
         for name, pid in orphans:
             await self.catalog.write(db.Writer.forget_pending, name, pid)
         keys = [_key(name) for name, _ in orphans]
-        await self.catalog.note([k for k in keys if k])
+        self.catalog.note([k for k in keys if k])
         LOGGER.info("index: checked %d name(s) left by an interrupted change", len(orphans))
         return len(orphans)
 
