@@ -5,6 +5,7 @@ index older than the mark is rebuilt by a scan instead of trusting the journal."
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from support import random_tails
 from tails_server.ids import TailsHash
 from tails_server.index import Catalog, Follower, db
 from tails_server.index.catalog import IndexUnavailable
-from tails_server.index.notes import Notes
 from tails_server.storage import open_storage
 from tails_server.storage.journal import note_time
 
@@ -122,8 +122,7 @@ async def test_changes_close_together_share_one_note_written_without_a_flush(mak
     """Notes are batched off the request path: three uploads in a row make one note naming all three,
     and it is written by itself within the batch's moment (no flush, no stop)."""
     first = await started(make_storage(1), tmp_path / "a.sqlite3")
-    first.notes = Notes(first.storage.journal, delay=1.0)  # a moment that three fsync'ed uploads fit in on any disk
-    first.notes.origin = first.origin
+    first.notes.delay = 1.0  # a moment that three fsync'ed uploads fit in on any disk
     try:
         start = note_time(time.time() - 1)
         hashes = [await publish(first, flush=False) for _ in range(3)]
@@ -139,3 +138,64 @@ async def test_changes_close_together_share_one_note_written_without_a_flush(mak
         await first.notes.flush()
         first.close()
         await first.storage.close()
+
+
+# A server that publishes and is then killed before its note's moment is over: the note is never
+# written, and its pending row is all that says what changed.
+KILLED_BEFORE_ITS_NOTE = """
+import asyncio, sys
+from pathlib import Path
+from tails_server.ids import TailsHash
+from tails_server.index import Catalog
+from tails_server.storage import open_storage
+
+async def main(store, index, data_file, tails_hash):
+    storage = open_storage(store)
+    await storage.start()
+    catalog = Catalog(storage, Path(index))
+    catalog.open()
+    catalog.notes.delay = 3600
+    temp = storage.temp_file()
+    temp.write_all([Path(data_file).read_bytes()])
+    temp.sync()
+    assert await catalog.publish(TailsHash.parse(tails_hash), temp, TailsHash.parse(tails_hash))
+    print("published", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_server_killed_before_its_note_leaves_a_pending_row_that_the_next_start_notes(tmp_path):
+    """Notes follow the answer: kill -9 in that moment, and the next start's repair writes the note,
+    so another instance still lists the upload."""
+    data, h = random_tails(2)
+    (tmp_path / "data").write_bytes(data)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_BEFORE_ITS_NOTE, str(tmp_path / "store"), str(tmp_path / "a.sqlite3"),
+        str(tmp_path / "data"), h, stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 60) == b"published\n"
+    finally:
+        child.kill()
+        await child.wait()
+    first = await started(open_storage(tmp_path / "store"), tmp_path / "a.sqlite3")
+    second = await started(open_storage(tmp_path / "store"), tmp_path / "b.sqlite3")
+    try:
+        assert await first.storage.journal.since(note_time(time.time() - 600)) == []  # killed before its note
+        assert [name for name, _, _ in await first.read(db.Reader.pending)] == [h]
+        follow_second = Follower(second, 1, 0)
+        await follow_second.rescan()
+        follow_second._synced = time.time() - 60
+        assert await names(second) == {h}  # found by the scan; now delete it there to see the note's effect
+        await second.write(db.Writer.apply, [], [h])
+        assert await Follower(first, 1, 0).repair() == 1  # the next start of the killed server
+        await first.notes.flush()
+        assert await first.read(db.Reader.pending) == []
+        assert await follow_second.poll() == 1 and await names(second) == {h}
+    finally:
+        for catalog in (first, second):
+            await catalog.notes.flush()
+            catalog.close()
+            await catalog.storage.close()

@@ -2,7 +2,7 @@
 
 Every publish and deletion goes through here, so the index learns of it at once: a pending
 note is written first, the store is changed, then the index row follows, and a journal note
-within a moment (notes.py).
+within a moment (notes.py), which drops the pending note.
 If the process dies in between, the pending note tells the next leader what to check.
 The store stays the source of truth: rows are only written for what the store holds.
 """
@@ -65,7 +65,7 @@ class Catalog:
         self._write_connection: db.Writer | None = None
         self._leader_lock: int | None = None
         self.filesystem: str | None = None  # the index file's, for /status (see placement)
-        self.notes = Notes(storage.journal)
+        self.notes = Notes(storage.journal, lambda names: self._record(db.Writer.apply, [], [], names))
 
     # life cycle
 
@@ -136,9 +136,9 @@ class Catalog:
         except INDEX_TROUBLE as exc:
             LOGGER.error("the index could not record a change (the next rescan repairs it): %s", _what(exc))
 
-    def note(self, keys: list[str]) -> None:
-        """Tell other instances, through the store's journal, within a moment (see notes)."""
-        self.notes.add(keys)
+    def note(self, keys: list[str], pending: list[str] = ()) -> None:
+        """Tell other instances, through the store's journal, within a moment; then drop the `pending` rows (see notes)."""
+        self.notes.add(keys, pending)
 
     # writes
 
@@ -159,8 +159,8 @@ class Catalog:
         rows = [Row(tails_hash.value, tails_hash.value, False, size, time.time(), self.storage.pointer_tag(tails_hash))]
         if stored and isinstance(name, RevRegId):
             rows.append(Row(name.value, tails_hash.value, True))
-        await self._record(db.Writer.apply, rows, [], values)
-        self.note([key_of(n) for n in names])
+        await self._record(db.Writer.apply, rows, [])
+        self.note([key_of(n) for n in names], values)
         return stored
 
     async def delete(self, name: Name) -> bool:
@@ -183,8 +183,8 @@ class Catalog:
         except BaseException:
             await self._record(db.Writer.orphan, values)
             raise
-        await self._record(db.Writer.apply, [], values, values)
-        self.note([key_of(n) for n in names])
+        await self._record(db.Writer.apply, [], values)
+        self.note([key_of(n) for n in names], values)
         return bool(existed) or existed is None
 
     # queries

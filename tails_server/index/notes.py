@@ -1,15 +1,17 @@
 """Journal notes gathered and written in batches, off the request path.
 
 A note costs a store write (a file, or an S3 object) and a hop to a worker thread; written per
-upload it took ~6% of the upload rate on two cores. Notes are hints for other instances, whose
-rescans repair a lost one, so the changes of a short window go into one note, written after the
-answer. Stopping writes what is still gathered.
+upload it took ~6% of the upload rate on two cores. So the changes of a short moment go into one
+note, written after their answers. Each change's pending row in the index stays until its note is
+written: a server killed in that moment leaves the rows, and the next start checks those names
+and notes them then. Stopping writes what is still gathered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from ..storage.journal import Journal
 
@@ -20,22 +22,25 @@ DELAY = 0.1  # seconds changes wait to share a note: other instances poll the jo
 class Notes:
     """The changed store keys not yet in a note, and the one task that writes them."""
 
-    def __init__(self, journal: Journal, delay: float = DELAY) -> None:
+    def __init__(self, journal: Journal, settle: Callable[[list[str]], Awaitable[None]], delay: float = DELAY) -> None:
         self._journal = journal
-        self._delay = delay
+        self._settle = settle  # drops the pending rows of names whose note was written
+        self.delay = delay
         self._keys: list[str] = []
+        self._pending: list[str] = []
         self._writer: asyncio.Task | None = None
         self.origin = ""  # the index's origin, set once it is open
 
-    def add(self, keys: list[str]) -> None:
-        """Gather keys for the next note; it is written within `delay` seconds."""
+    def add(self, keys: list[str], pending: list[str] = ()) -> None:
+        """Gather keys for the next note, and the index's pending rows it settles; written within `delay` seconds."""
         self._keys += keys
+        self._pending += pending
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_later())
 
     async def _write_later(self) -> None:
         try:
-            await asyncio.sleep(self._delay)
+            await asyncio.sleep(self.delay)
         finally:
             self._writer = None  # keys gathered from here on start the next note
         await self._write()
@@ -49,9 +54,11 @@ class Notes:
 
     async def _write(self) -> None:
         keys, self._keys = list(dict.fromkeys(self._keys)), []
-        if not keys:
-            return
-        try:
-            await self._journal.append(self.origin, keys)
-        except Exception as exc:  # noqa: BLE001 - a hint only: the changes themselves succeeded
-            LOGGER.warning("could not write a journal note for other instances: %s", getattr(exc, "reason", exc))
+        pending, self._pending = self._pending, []  # one row per change: not deduplicated
+        if keys:
+            try:
+                await self._journal.append(self.origin, keys)
+            except Exception as exc:  # noqa: BLE001 - a hint only: the changes themselves succeeded
+                LOGGER.warning("could not write a journal note for other instances: %s", getattr(exc, "reason", exc))
+        if pending:
+            await self._settle(pending)
