@@ -59,6 +59,7 @@ class Settings:
     admin_key_hashes: list[str] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_cache_size: int = 16 << 20  # per worker
     index_path: Path | None = None
     index_sync_interval: float = 5.0
     index_rescan_interval: float = 86400.0
@@ -192,6 +193,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     option("--tls-cert", "PEM certificate chain: serve HTTPS (mobile wallets accept only https tails URLs).", None)
     option("--tls-key", "PEM private key for --tls-cert.", None)
+    option("--tls-cache-size", "With --tls-cert: memory per worker for the contents of small files (up to 256 KiB each) served over HTTPS, so that their downloads are encrypted from memory without reading the file each time (0 turns it off), e.g. 16MiB.", defaults.tls_cache_size, type=parse_size)
     option("--index-path", "SQLite file of the metadata index behind /match and /index.json (rebuilt from the store when missing). Servers on other hosts sharing one store each need their own, on local disk.", None)
     option("--index-sync-interval", "Seconds between reads of the store's change journal: uploads through other servers sharing the store appear in listings within this plus a few seconds.", defaults.index_sync_interval, type=_positive(float))
     option("--index-rescan-interval", "Seconds between full scans of the store that repair the index from it (0: never).", defaults.index_rescan_interval, type=float)

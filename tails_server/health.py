@@ -57,7 +57,8 @@ class Health:
             "storage": {"backend": self.storage.kind, "writable": problem is None, "problem": problem, "free_bytes": free},
             "ledger": {"cached_pools": self.ledger.cached_pools},
             "index": await self._index(),
-            "transport": request.app.get(TRANSPORT, {}),
+            # A callable entry (the TLS cache's summary) is read now: its numbers change as it serves.
+            "transport": {key: value() if callable(value) else value for key, value in request.app.get(TRANSPORT, {}).items()},
         }
         return web.json_response(document, status=503 if problem else 200)
 

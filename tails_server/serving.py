@@ -18,6 +18,7 @@ from . import logs, metrics
 from .app import STORAGE
 from .config import Settings
 from .front import FrontDoors
+from .front.cache import SmallFiles
 from .health import TRANSPORT
 from .limits import ClientAddress, Connections, QuietAcceptErrors, connection_budget, parse_networks, raise_fd_limit, reserve
 from .storage.local import LocalStorage
@@ -48,8 +49,9 @@ def front_doors(app: web.Application, settings: Settings, runner: web.AppRunner,
     storage = app[STORAGE]
     if not isinstance(storage, LocalStorage) or not (tls or hasattr(os, "sendfile")):
         return None
+    cache = SmallFiles(storage, settings.tls_cache_size) if tls and settings.tls_cache_size else None
     doors = FrontDoors(storage, lambda: runner.server(), settings.idle_timeout, settings.max_header_size, connections,
-                       encrypted=tls)
+                       encrypted=tls, cache=cache)
     drained: list[asyncio.Task] = []
 
     async def stop(_app: web.Application) -> None:
@@ -118,6 +120,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         "tls": ssl_context is not None,
         "plain_downloads": "front door" if doors is not None else "aiohttp",
         **({"kernel_tls": kernel_tls()} if ssl_context is not None else {}),
+        **({"tls_cache": doors.cache.summary} if doors is not None and doors.cache is not None else {}),
     }
     await runner.setup()
     connections.watch(runner.server)

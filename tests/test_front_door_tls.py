@@ -7,6 +7,7 @@ Every request is written on a raw TLS stream, exactly as given; every wait is bo
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 
@@ -149,3 +150,50 @@ async def test_a_stalled_tls_reader_is_cut_and_a_gone_one_counted(https_server):
     await wait_for(lambda: re.search(r"200 \d+ \S+ gone cut-short$", proc.log(), re.M) is not None, 30)
     assert await metric(proc, "tails_downloads_cut_short_total") == before + 2
     assert "Traceback" not in proc.log() and "socket.send() raised exception" not in proc.log()
+
+
+async def get(proc, target: str) -> tuple[str, bytes]:
+    reader, writer = await connect(proc)
+    writer.write(request("GET", target, headers="Connection: close\r\n"))
+    status_line, _, body = await read_full(reader)
+    writer.close()
+    return status_line, body
+
+
+async def tls_cache(proc) -> dict | None:
+    reader, writer = await connect(proc)
+    writer.write(request("GET", "/status", headers="Connection: close\r\n"))
+    _, _, body = await read_full(reader)
+    writer.close()
+    return json.loads(body)["transport"].get("tls_cache")
+
+
+async def test_small_files_are_encrypted_from_memory_within_the_limit_and_a_removed_one_is_gone_at_once(https_server):
+    """--tls-cache-size: small files' contents are kept (least recently used dropped first), larger ones
+    are read each time, and a file removed from the store is a 404 on the next request."""
+    proc = https_server("--tls-cache-size", "300KiB")  # room for two files of 128 KiB
+    files = [random_tails(1000) for _ in range(3)] + [random_tails(2100)]  # 128 KiB each; 263 KiB: over the per-file cap
+    for data, h in files:
+        await put(proc, data, h)
+    for data, h in files:
+        for _ in range(2):
+            assert await get(proc, f"/hash/{h}") == ("HTTP/1.1 200 OK", data)
+    cache = await tls_cache(proc)
+    assert cache["limit_bytes"] == 300 << 10 and cache["files"] == 2 and cache["bytes"] == 2 * len(files[0][0])
+    assert (cache["misses"], cache["hits"]) == (3, 3)  # each small file read once, then from memory
+
+    (proc.view.root / "hash" / files[2][1]).unlink()  # the most recently kept one, removed from the store by hand
+    assert (await get(proc, f"/hash/{files[2][1]}"))[0] == "HTTP/1.1 404 Not Found"
+    assert await get(proc, f"/hash/{files[1][1]}") == ("HTTP/1.1 200 OK", files[1][0])  # still kept, still right
+    assert await get(proc, f"/hash/{files[0][1]}") == ("HTTP/1.1 200 OK", files[0][0])  # dropped earlier: read again
+    cache = await tls_cache(proc)
+    assert (cache["misses"], cache["hits"]) == (4, 4) and cache["bytes"] <= 300 << 10
+
+
+async def test_without_a_tls_cache_every_download_reads_the_file(https_server):
+    proc = https_server("--tls-cache-size", "0")
+    data, h = random_tails(1000)
+    await put(proc, data, h)
+    for _ in range(2):
+        assert await get(proc, f"/hash/{h}") == ("HTTP/1.1 200 OK", data)
+    assert await tls_cache(proc) is None

@@ -15,6 +15,7 @@ from ..ids import RevRegId, TailsHash
 from ..limits.connections import Connections
 from ..storage import Name
 from ..storage.local import LocalFile, LocalStorage
+from .cache import CachedFile, SmallFiles
 from .door import FrontDoor
 
 BY_HASH, BY_ID = "/hash/{tails_hash}", "/{rev_reg_id}"  # the routes' canonical paths, as metrics label them
@@ -24,13 +25,14 @@ class FrontDoors:
     """The front doors of one server (a protocol factory): what they share, and stopping them."""
 
     def __init__(self, storage: LocalStorage, aiohttp_protocol: Callable[[], asyncio.Protocol], timeout: float,
-                 max_head: int, connections: Connections, encrypted: bool = False) -> None:
+                 max_head: int, connections: Connections, encrypted: bool = False, cache: SmallFiles | None = None) -> None:
         self.storage = storage
         self.connections = connections  # counted here; a hand-over keeps its place (aiohttp's end releases it)
         self.aiohttp_protocol = aiohttp_protocol  # aiohttp's protocol factory (web.Server), for hand-overs
         self.timeout = timeout  # idle connections and stalled downloads, as aiohttp's keep-alive timeout
         self.max_head = max_head  # longer heads go to aiohttp, which applies the exact per-line limits
         self.encrypted = encrypted  # TLS transports: bodies are written into them, not sendfile'd
+        self.cache = cache  # TLS: small files' contents, kept in memory
         self.open: set[FrontDoor] = set()
         self.stopping = False
         self._second = -1
@@ -39,7 +41,7 @@ class FrontDoors:
     def __call__(self) -> FrontDoor:
         return FrontDoor(self)
 
-    def find(self, url: bytes) -> tuple[str, LocalFile] | None:
+    def find(self, url: bytes) -> tuple[str, LocalFile | CachedFile] | None:
         """The route and opened file a plain path names; None for anything aiohttp should judge."""
         if not url.startswith(b"/") or not url.isascii() or b"?" in url or b"#" in url:
             return None
@@ -52,10 +54,14 @@ class FrontDoors:
                 name, route = RevRegId.from_raw_path(path[1:]), BY_ID
         except BadRequest:
             return None
+        if self.cache is not None:
+            cached = self.cache.find(name)
+            if cached is not False:
+                return None if cached is None else (route, cached)
         stored = self.storage.open_now(name)
         return None if stored is None else (route, stored)
 
-    def head_of(self, stored: LocalFile, version: str, keep_alive: bool, request_id: str) -> bytes:
+    def head_of(self, stored: LocalFile | CachedFile, version: str, keep_alive: bool, request_id: str) -> bytes:
         """The status line and headers, as aiohttp writes them for TailsFileResponse."""
         now = int(time.time())
         if now != self._second:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .. import logs, metrics
 from ..downloads import SMALL_BODY
 from ..storage.local import LocalFile, cached_read
+from .cache import CachedFile
 
 if TYPE_CHECKING:
     from .door import FrontDoor
@@ -36,7 +37,7 @@ class Response:
     __slots__ = ("stored", "route", "method", "path", "keep_alive", "request_id", "out", "offset", "left", "started",
                  "head", "sent", "reading", "ended")
 
-    def __init__(self, stored: LocalFile, route: str, method: str, path: str, version: str, keep_alive: bool,
+    def __init__(self, stored: LocalFile | CachedFile, route: str, method: str, path: str, version: str, keep_alive: bool,
                  request_id: str, doors: FrontDoors) -> None:
         self.stored, self.route, self.method, self.path = stored, route, method, path
         self.keep_alive, self.request_id = keep_alive, request_id
@@ -48,7 +49,8 @@ class Response:
         self.reading: asyncio.Future | None = None  # a chunk a thread is reading from disk (TLS)
         self.ended = False
         if 0 < self.left <= SMALL_BODY:  # one write for head and body costs less than a second one after it
-            self.out = memoryview(bytes(self.out) + os.pread(stored.file.fileno(), self.left, 0))
+            body = stored.content if stored.file is None else os.pread(stored.file.fileno(), self.left, 0)
+            self.out = memoryview(bytes(self.out) + body)
             self.left = 0
 
     @property
@@ -79,6 +81,8 @@ class Response:
         Chunks the page cache holds are read here, on the loop, without waiting (RWF_NOWAIT); a
         chunk that is not cached is read by a thread, and the door is called back when it is in.
         """
+        if self.stored.file is None:  # held in memory (cache.py): all of it in one write
+            return self._write_held(door.transport)
         transport, fd, written = door.transport, self.stored.file.fileno(), 0
         if self.out:
             pending = [self.out]
@@ -101,6 +105,14 @@ class Response:
         self.sent += written
         return written
 
+    def _write_held(self, transport: asyncio.Transport) -> int:
+        pending = [self.out, self.stored.content] if self.left else [self.out]
+        transport.writelines(pending)
+        written = sum(len(p) for p in pending)
+        self.out, self.offset, self.left = memoryview(b""), self.offset + self.left, 0
+        self.sent += written
+        return written
+
     def take_read(self, door: FrontDoor) -> int:
         """TLS: write the chunk a thread read (bytes written); an OSError ends the response."""
         future, self.reading = self.reading, None
@@ -116,7 +128,9 @@ class Response:
         if self.ended:
             return
         self.ended = True
-        if self.reading is None:
+        if self.stored.file is None:  # held in memory: nothing to close
+            pass
+        elif self.reading is None:
             self.stored.file.close()
         else:  # closing now could hand the thread's descriptor to another file
             self.reading.add_done_callback(lambda _: self.stored.file.close())

@@ -131,9 +131,13 @@ class LocalStorage(Storage):
     async def open(self, name: Name) -> LocalFile | None:
         return self.open_now(name)
 
+    def hash_path(self, value: str) -> str:
+        """Where the file of a (parsed) tails hash lives."""
+        return self._hash_prefix + value
+
     def open_now(self, name: Name) -> LocalFile | None:
         """`open` for the front door, which answers plain downloads without a coroutine."""
-        tails_hash = name if isinstance(name, TailsHash) else self._target(name)
+        tails_hash = name if isinstance(name, TailsHash) else self.target(name)
         if tails_hash is None:
             return None
         try:
@@ -148,7 +152,7 @@ class LocalStorage(Storage):
 
     def stat_now(self, name: Name) -> Entry | None:
         """`stat` for synchronous callers (maintenance commands)."""
-        tails_hash = name if isinstance(name, TailsHash) else self._target(name)
+        tails_hash = name if isinstance(name, TailsHash) else self.target(name)
         if tails_hash is None:
             return None
         try:
@@ -179,7 +183,7 @@ class LocalStorage(Storage):
             except (BadRequest, UnicodeDecodeError):
                 LOGGER.warning("ignoring unexpected entry in the id directory: %r", link.name)
 
-    def _target(self, rev_reg_id: RevRegId) -> TailsHash | None:
+    def target(self, rev_reg_id: RevRegId) -> TailsHash | None:
         """The hash an id's symlink points at; anything unexpected counts as absent."""
         try:
             target = os.readlink(f"{self.root}/{ID_DIR}/{rev_reg_id.storage_name}")
