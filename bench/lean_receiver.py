@@ -1,6 +1,6 @@
 """A plain blocking Python receiver with tails-server's durability: the upload reference.
 
-    python bench/lean_receiver.py PORT ROOT [PROCESSES]
+    python bench/lean_receiver.py PORT ROOT [PROCESSES] [--splice]
 
 Takes `PUT /hash/<hash>` with a Content-Length body: one blocking thread per connection receives
 the body, hashes it with sha256 and writes it to a temp file in 1 MiB batches, fdatasyncs it,
@@ -9,12 +9,16 @@ mismatch, 409 if stored. No event loop, no HTTP framework, no checks beyond that
 reference for downloads, this is the one for uploads (nginx has no hashing upload path). It
 copies every byte into Python and back out with recv() and write(), as most servers do;
 tails-server has the kernel move the bytes with splice() and hashes them through a mapping.
+With --splice this receiver does that too: the least CPU per upload a Python server can spend
+here, and so the most of the durable-write ceiling one can reach over the network.
 Benchmark use only: it trusts its client.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import mmap
 import os
 import signal
 import socket
@@ -26,12 +30,40 @@ import threading
 import base58
 
 BATCH = 1 << 20
+SPLICE = "--splice" in sys.argv
 
 
 def consume(sha, fd: int, pieces: list[bytes]) -> None:
     for piece in pieces:
         sha.update(piece)
     os.writev(fd, pieces)
+
+
+def splice_body(conn: socket.socket, sha, fd: int, body: bytes, length: int) -> None:
+    """The rest of the content moved socket -> pipe -> file by the kernel, hashed through a mapping per BATCH."""
+    os.write(fd, body)
+    written, hashed = len(body), 0
+    pipe = os.pipe()
+    try:
+        fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, BATCH)
+        while True:
+            if written - hashed >= BATCH or written == length:
+                start = hashed - hashed % mmap.ALLOCATIONGRANULARITY
+                with mmap.mmap(fd, written - start, mmap.MAP_SHARED, mmap.PROT_READ, offset=start) as mapped, \
+                        memoryview(mapped) as view, view[hashed - start:] as piece:
+                    sha.update(piece)
+                hashed = written
+            if written == length:
+                return
+            moved = os.splice(conn.fileno(), pipe[1], min(length - written, BATCH))
+            if not moved:
+                raise ConnectionError("the client left")
+            written += moved
+            while moved:
+                moved -= os.splice(pipe[0], fd, moved)
+    finally:
+        os.close(pipe[0])
+        os.close(pipe[1])
 
 
 def handle(conn: socket.socket, root: str) -> None:
@@ -61,6 +93,9 @@ def handle(conn: socket.socket, root: str) -> None:
         fd, temp = tempfile.mkstemp(dir=f"{root}/.tmp")
         try:
             received, pieces, batched = len(body), [body], len(body)
+            if SPLICE:
+                splice_body(conn, sha, fd, body, length)
+                received, pieces = length, []
             while received < length:
                 piece = conn.recv(min(262144, length - received))
                 if not piece:
@@ -71,7 +106,8 @@ def handle(conn: socket.socket, root: str) -> None:
                 if batched >= BATCH:
                     consume(sha, fd, pieces)
                     pieces, batched = [], 0
-            consume(sha, fd, pieces)
+            if pieces:
+                consume(sha, fd, pieces)
             while len(rest) < len(epilogue):
                 rest += conn.recv(len(epilogue) - len(rest))
             os.fdatasync(fd)
@@ -109,7 +145,7 @@ def serve(port: int, root: str) -> None:
 
 def main() -> None:
     port, root = int(sys.argv[1]), sys.argv[2]
-    processes = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    processes = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3].isdigit() else 2
     for sub in ("hash", ".tmp"):
         os.makedirs(f"{root}/{sub}", exist_ok=True)
     children = []

@@ -199,9 +199,9 @@ async def raw_put(port: int, path: str, body_parts, length: int, content_type: s
     return int(response.split(b" ", 2)[1])
 
 
-def start_lean_receiver(root: Path, processes: int, log: Path) -> Proc:
+def start_lean_receiver(root: Path, processes: int, log: Path, *options: str) -> Proc:
     port = free_port()
-    return Proc([sys.executable, str(HERE / "lean_receiver.py"), str(port), str(root), str(processes)], port, log)
+    return Proc([sys.executable, str(HERE / "lean_receiver.py"), str(port), str(root), str(processes), *options], port, log)
 
 
 _BIG_BLOCKS: dict[str, bytes] = {}
@@ -378,10 +378,11 @@ async def one_run(workdir: Path, quick: bool, genesis_file: Path | None, ledger_
     to_upload = upload_files(workdir / "uploads", 64, 4 * MIB)
     server = start_tails_server(storage, 2, workdir / "put.log", "--log-level", "WARNING")
     lean = start_lean_receiver(workdir / "lean", 2, workdir / "lean.log")
+    leanest = start_lean_receiver(workdir / "leanest", 2, workdir / "leanest.log", "--splice")
     try:
         sha = sha256_mb_s()
         servers = {"tails-server": (server.port, storage), "lean receiver": (lean.port, workdir / "lean"),
-                   "ceiling": Ceiling(workdir / "ceiling")}
+                   "leanest receiver": (leanest.port, workdir / "leanest"), "ceiling": Ceiling(workdir / "ceiling")}
         uploads = {
             form: await uploads_side_by_side(servers, to_upload, seconds, multipart=form == "multipart")
             for form in ("raw", "multipart")
@@ -392,6 +393,7 @@ async def one_run(workdir: Path, quick: bool, genesis_file: Path | None, ledger_
     finally:
         server.stop()
         lean.stop()
+        leanest.stop()
 
     for size in ((256 * MIB,) if quick else (256 * MIB, 1024 * MIB)):
         server = start_tails_server(storage, 1, workdir / "big.log", "--max-tails-size", "2GiB", "--log-level", "WARNING")
@@ -420,6 +422,7 @@ def add_ratios(run: dict) -> dict:
             value["ratio"] = value["tails-server"]["mb_s"] / value["sha256_mb_s"]
             value["lean_ratio"] = value["lean receiver"]["mb_s"] / value["sha256_mb_s"]
             value["ceiling_ratio"] = value["tails-server"]["mb_s"] / value["ceiling"]["mb_s"]
+            value["leanest_ceiling_ratio"] = value["leanest receiver"]["mb_s"] / value["ceiling"]["mb_s"]
         elif key.startswith("PUT /{id}"):
             value["ratio"] = value["overhead_ms"] / value["ledger_read_ms"]
     return run
@@ -473,7 +476,9 @@ def _server_rows(result: dict, runs: list[dict]) -> list[tuple[str, str, str, bo
         ceiling = p["ceiling_ratio"]
         rows.append((f"PUT /hash 4 MiB, 16 clients, {label}, vs the durable-write ceiling",
                      f"{p['tails-server']['mb_s']:.0f} MB/s vs {p['ceiling']['mb_s']:.0f} MB/s (threads: hash, write, "
-                     f"fdatasync, link, fsync the directory; no network) = {ceiling:.2f}x ({spread(runs, key, 'ceiling_ratio')})",
+                     f"fdatasync, link, fsync the directory; no network) = {ceiling:.2f}x ({spread(runs, key, 'ceiling_ratio')}); "
+                     f"the leanest receiver (splice, no HTTP framework): {p['leanest_ceiling_ratio']:.2f}x "
+                     f"({spread(runs, key, 'leanest_ceiling_ratio')})",
                      ">= 0.8x", ceiling >= 0.8))
     big = [k for k in result if k.startswith("PUT ") and k.endswith("while GET")]
     for key in big:
