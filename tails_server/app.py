@@ -226,7 +226,7 @@ def create_app(settings: Settings) -> web.Application:
         await storage.start()
         catalog.open()
         LOGGER.info("storing tails files in %s; index in %s", storage.describe(), settings.index_file)
-        if problem := placement.warning(settings.index_file):
+        if problem := placement.warning(settings.index_file, catalog.filesystem):
             LOGGER.warning(problem)
         background.append(asyncio.create_task(follower.run()))
 

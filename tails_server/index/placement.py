@@ -46,9 +46,12 @@ def shared(fstype: str | None) -> bool:
     return fstype is not None and (fstype in NETWORK or (fstype.startswith("fuse.") and fstype not in LOCAL_FUSE))
 
 
-def warning(index_file: Path) -> str | None:
-    """A start-up warning if the index file is on a filesystem other hosts may share, else None."""
-    fstype = filesystem_of(index_file)
+def warning(index_file: Path, fstype: str | None = None) -> str | None:
+    """A start-up warning if the index file is on a filesystem other hosts may share, else None.
+
+    `fstype`: the file's filesystem, when the caller has already read it (Catalog.open does).
+    """
+    fstype = fstype or filesystem_of(index_file)
     if not shared(fstype):
         return None
     return (
