@@ -199,3 +199,28 @@ async def test_a_server_killed_before_its_note_leaves_a_pending_row_that_the_nex
             await catalog.notes.flush()
             catalog.close()
             await catalog.storage.close()
+
+
+async def test_changes_gathered_while_a_flush_writes_share_the_next_note(make_storage, tmp_path):
+    """A flush cancels the waiting note; changes that arrive while it writes start exactly one next note."""
+    first = await started(make_storage(1), tmp_path / "a.sqlite3")
+    try:
+        start = note_time(time.time() - 1)
+        first.note(["hash/first"])
+        flushing = asyncio.create_task(first.notes.flush())
+        await asyncio.sleep(0)  # the flush has cancelled the waiting note and is writing
+        first.note(["hash/second"])
+        await flushing
+        first.note(["hash/third"])
+        notes: list = []
+        for _ in range(100):  # bounded: 5 s, fifty times the batch's delay
+            notes = await first.storage.journal.since(start)
+            if len(notes) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # time for a stray third note to show
+        assert [names for _, names in await first.storage.journal.since(start)] == [["hash/first"], ["hash/second", "hash/third"]]
+    finally:
+        await first.notes.flush()
+        first.close()
+        await first.storage.close()

@@ -42,7 +42,8 @@ class Notes:
         try:
             await asyncio.sleep(self.delay)
         finally:
-            self._writer = None  # keys gathered from here on start the next note
+            if self._writer is asyncio.current_task():  # a flush may have started another since
+                self._writer = None  # keys gathered from here on start the next note
         await self._write()
 
     async def flush(self) -> None:
