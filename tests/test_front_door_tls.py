@@ -197,3 +197,28 @@ async def test_without_a_tls_cache_every_download_reads_the_file(https_server):
     for _ in range(2):
         assert await get(proc, f"/hash/{h}") == ("HTTP/1.1 200 OK", data)
     assert await tls_cache(proc) is None
+
+
+async def test_a_registry_id_over_https_is_served_from_memory_and_gone_with_its_link(https_server, http, ledger, registry):
+    """By registry id the cache keys on the file the id names; removing the id's link is a 404 at once."""
+    from support import id_upload
+
+    proc = https_server()
+    async with http.put(proc.url + registry.path, data=id_upload(ledger.genesis_text, registry.tails),
+                        ssl=proc.client_context) as resp:
+        assert resp.status == 200
+    answers = []
+    for target in (registry.path, registry.path, registry.path + "?through=aiohttp"):
+        reader, writer = await connect(proc)
+        writer.write(request("GET", target, headers="Connection: close\r\n"))
+        status_line, headers, body = await read_full(reader)
+        writer.close()
+        assert (status_line, body) == ("HTTP/1.1 200 OK", registry.tails)
+        answers.append({k: v for k, v in headers.items() if k not in IGNORED})
+    assert answers[0] == answers[1] == answers[2]
+    cache = await tls_cache(proc)
+    assert (cache["misses"], cache["hits"]) == (1, 1)
+    for link in (proc.view.root / "id").iterdir():  # the id's link, removed by hand; its file stays
+        link.unlink()
+    assert (await get(proc, registry.path))[0] == "HTTP/1.1 404 Not Found"
+    assert await get(proc, f"/hash/{registry.tails_hash}") == ("HTTP/1.1 200 OK", registry.tails)
