@@ -128,12 +128,11 @@ class Response:
         if self.ended:
             return
         self.ended = True
-        if self.stored.file is None:  # held in memory: nothing to close
-            pass
-        elif self.reading is None:
-            self.stored.file.close()
-        else:  # closing now could hand the thread's descriptor to another file
-            self.reading.add_done_callback(lambda _: self.stored.file.close())
+        file = self.stored.file  # None: held in memory, nothing to close
+        if file is not None and self.reading is None:
+            file.close()
+        elif file is not None:  # closing now could hand the thread's descriptor to another file
+            self.reading.add_done_callback(lambda _: file.close())
         elapsed = time.monotonic() - self.started
         cut_short = not self.done
         size = max(0, self.sent - self.head) if cut_short else self.stored.size  # what left, when not all did
