@@ -222,3 +222,32 @@ async def test_a_registry_id_over_https_is_served_from_memory_and_gone_with_its_
         link.unlink()
     assert (await get(proc, registry.path))[0] == "HTTP/1.1 404 Not Found"
     assert await get(proc, f"/hash/{registry.tails_hash}") == ("HTTP/1.1 200 OK", registry.tails)
+
+
+async def test_a_touched_file_is_answered_with_its_new_time_from_memory(https_server):
+    """A file's headers are made once and its bytes kept, but a new modification time (the same bytes,
+    touched) is seen at once: Last-Modified follows it, as on aiohttp's path, and the bytes stay kept."""
+    import os
+    from email.utils import formatdate
+
+    proc = https_server()
+    data, h = random_tails(1000)
+    await put(proc, data, h)
+    stored = proc.view.root / "hash" / h
+
+    async def headers_of(target: str) -> dict:
+        reader, writer = await connect(proc)
+        writer.write(request("GET", target, headers="Connection: close\r\n"))
+        status_line, headers, body = await read_full(reader)
+        writer.close()
+        assert (status_line, body) == ("HTTP/1.1 200 OK", data)
+        return {k: v for k, v in headers.items() if k not in IGNORED}
+
+    first = await headers_of(f"/hash/{h}")
+    assert first["last-modified"] == formatdate(int(stored.stat().st_mtime), usegmt=True)
+    os.utime(stored, (1_000_000_000, 1_000_000_000))  # 2001-09-09
+    touched = await headers_of(f"/hash/{h}")
+    assert touched["last-modified"] == "Sun, 09 Sep 2001 01:46:40 GMT" != first["last-modified"]
+    assert touched == await headers_of(f"/hash/{h}?through=aiohttp")
+    cache = await tls_cache(proc)
+    assert (cache["misses"], cache["hits"]) == (1, 1)  # read once: the touch changed no bytes

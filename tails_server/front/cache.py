@@ -21,7 +21,7 @@ MAX_FILE = 1 << 18  # larger bodies are sent in chunks read from the page cache,
 
 
 class CachedFile:
-    """A stored file's whole content in memory, in place of an open LocalFile."""
+    """A stored file's whole content in memory, in place of an open LocalFile (shared by its answers)."""
 
     __slots__ = ("content", "size", "mtime", "tails_hash")
     file = None  # nothing to close
@@ -38,7 +38,7 @@ class SmallFiles:
         self.limit = limit
         self.size = 0  # bytes held
         self.hits = self.misses = 0
-        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._files: OrderedDict[str, CachedFile] = OrderedDict()
 
     def find(self, name: Name) -> CachedFile | None | bool:
         """The file under `name` from memory; None if nothing is stored there; False if it is not for
@@ -54,17 +54,20 @@ class SmallFiles:
         size = st.st_size
         if size > MAX_FILE or size > self.limit:
             return False
-        content = self._files.get(key)
-        if content is not None and len(content) == size:
+        held = self._files.get(key)
+        if held is not None and held.size == size:
             self._files.move_to_end(key)
             self.hits += 1
-            return CachedFile(content, st.st_mtime, tails_hash)
+            if held.mtime != st.st_mtime:  # touched: the same bytes, a new Last-Modified
+                held = self._files[key] = CachedFile(held.content, st.st_mtime, tails_hash)
+            return held
         self.misses += 1
         content = self._read(key, size)
         if content is None:
             return False
-        self._keep(key, content)
-        return CachedFile(content, st.st_mtime, tails_hash)
+        held = CachedFile(content, st.st_mtime, tails_hash)
+        self._keep(key, held)
+        return held
 
     def _read(self, key: str, size: int) -> bytes | None:
         """The whole file if the page cache holds it (never waiting for the disk on the event loop)."""
@@ -78,15 +81,15 @@ class SmallFiles:
             os.close(fd)
         return bytes(content) if content is not None and len(content) == size else None
 
-    def _keep(self, key: str, content: bytes) -> None:
+    def _keep(self, key: str, held: CachedFile) -> None:
         previous = self._files.pop(key, None)
         if previous is not None:
-            self.size -= len(previous)
-        self._files[key] = content
-        self.size += len(content)
+            self.size -= previous.size
+        self._files[key] = held
+        self.size += held.size
         while self.size > self.limit:
             _, dropped = self._files.popitem(last=False)
-            self.size -= len(dropped)
+            self.size -= dropped.size
 
     def summary(self) -> dict:
         """For /status: this worker's cache."""

@@ -106,9 +106,8 @@ class Response:
         return written
 
     def _write_held(self, transport: asyncio.Transport) -> int:
-        pending = [self.out, self.stored.content] if self.left else [self.out]
-        transport.writelines(pending)
-        written = sum(len(p) for p in pending)
+        written = len(self.out) + self.left
+        transport.writelines((self.out, self.stored.content) if self.left else (self.out,))
         self.out, self.offset, self.left = memoryview(b""), self.offset + self.left, 0
         self.sent += written
         return written
