@@ -1,8 +1,9 @@
 """Downloads A/B: an earlier commit's tails-server beside this tree's, with nginx as the yardstick.
 
-    python bench/ab.py --base HEAD~1 [--size 128] [--clients 16] [--rounds 6] [--seconds 3]
+    python bench/ab.py --base HEAD~1 [--size 128] [--clients 16] [--rounds 6] [--seconds 3] [--tls]
 
-Both servers run `--workers 2` on the same files, nginx `worker_processes 2`. wrk loads each in
+Both servers run `--workers 2` on the same files, nginx `worker_processes 2`; with --tls all three
+serve HTTPS with the same certificate (tails-server's own --tls-cert/--tls-key). wrk loads each in
 turn, in rounds whose order flips every round, so this VM's drift (10-20% within minutes) falls on
 all three alike. Prints, per server, the median req/s, the median CPU time per request (user and
 system, all its processes, from /proc), the load generator's CPU time per request beside it (on
@@ -54,12 +55,12 @@ def cpu_ticks(proc: bench.Proc) -> int:
     return total
 
 
-def start_from(tree: Path, name: str, workdir: Path, storage: Path) -> bench.Proc:
+def start_from(tree: Path, name: str, workdir: Path, storage: Path, *extra: str) -> bench.Proc:
     """tails-server from the package directory in `tree`, whatever is installed."""
     launcher = workdir / f"launch_{name}.py"
     launcher.write_text(LAUNCHER.format(tree=str(tree)))
     port = bench.free_port()
-    args = [sys.executable, str(launcher), "--port", str(port), "--storage-path", str(storage), "--workers", "2", *bench.MANY_CLIENTS]
+    args = [sys.executable, str(launcher), "--port", str(port), "--storage-path", str(storage), "--workers", "2", *bench.MANY_CLIENTS, *extra]
     return bench.Proc(args, port, workdir / f"{name}.log")
 
 
@@ -72,6 +73,17 @@ def checkout(rev: str, workdir: Path) -> Path:
     return tree
 
 
+def certificate(workdir: Path) -> tuple[Path, Path]:
+    """A certificate chain and key for 127.0.0.1 from a throwaway authority (wrk does not verify it)."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    chain, key = workdir / "chain.pem", workdir / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    return chain, key
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit to compare against (git rev)")
@@ -79,6 +91,7 @@ async def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=3, help="per server per round")
+    parser.add_argument("--tls", action="store_true", help="HTTPS, one certificate for all three servers")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tails-ab-"))
     storage = workdir / "storage"
@@ -88,24 +101,29 @@ async def main() -> int:
         assert await bench.raw_put(setup.port, f"/hash/{tails_hash}", [data], len(data)) == 200
     finally:
         setup.stop()
-    servers = {"base": start_from(checkout(options.base, workdir), "base", workdir, storage),
-               "tree": start_from(bench.HERE.parent, "tree", workdir, storage), "nginx": bench.start_nginx(storage, workdir)}
+    tls, extra = None, ()
+    if options.tls:
+        tls, extra = certificate(workdir), ("--tls-cert", str(workdir / "chain.pem"), "--tls-key", str(workdir / "key.pem"))
+    servers = {"base": start_from(checkout(options.base, workdir), "base", workdir, storage, *extra),
+               "tree": start_from(bench.HERE.parent, "tree", workdir, storage, *extra),
+               "nginx": bench.start_nginx(storage, workdir, tls=tls)}
+    scheme = "https" if options.tls else "http"
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
     try:
         for proc in servers.values():
-            bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, 1)  # warm-up
+            bench.wrk(f"{scheme}://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, 1)  # warm-up
         for number in range(options.rounds):
             order = list(servers.items())
             for name, proc in order if number % 2 == 0 else reversed(order):
                 before, client_before = cpu_ticks(proc), client_seconds()
-                load = bench.wrk(f"http://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, options.seconds)
+                load = bench.wrk(f"{scheme}://127.0.0.1:{proc.port}/hash/{tails_hash}", options.clients, options.seconds)
                 ticks, client = cpu_ticks(proc) - before, client_seconds() - client_before
                 requests = load["req_s"] * options.seconds
                 results[name].append((load["req_s"], ticks / os.sysconf("SC_CLK_TCK") / requests * 1e6, client / requests * 1e6))
     finally:
         for proc in servers.values():
             proc.stop()
-    print(f"GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})")
+    print(f"{'HTTPS ' if options.tls else ''}GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})")
     for name, rounds in results.items():
         ratios = [mine[0] / nginx[0] for mine, nginx in zip(rounds, results["nginx"], strict=True)]
         print(f"{name:6s} {statistics.median(r for r, _, _ in rounds):9.0f} req/s  "
