@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from .. import logs
-from .response import Response
+from .response import Response, answer_held
 
 if TYPE_CHECKING:
     from .doors import FrontDoors
@@ -166,6 +166,8 @@ class FrontDoor(asyncio.Protocol):
                 self._hand_off()
                 return
             start = end + 4
+            if response is True:
+                continue
             self.response, self.busy = response, True
             self._pump()
         self.buffer = buffer[start:]
@@ -181,8 +183,9 @@ class FrontDoor(asyncio.Protocol):
             and buffer.count(b"\n") == buffer.count(b"\r\n")  # bare LFs: aiohttp judges those
         )
 
-    def _plain_response(self, head: bytes) -> Response | None:
-        """The response to a complete head if this door may answer it alone, else None."""
+    def _plain_response(self, head: bytes) -> Response | bool | None:
+        """The response to a complete head if this door may answer it alone (True: answered already,
+        whole, from memory), else None."""
         if len(head) > self.doors.max_head or not head.startswith(_METHODS) or head.count(b"\n") != head.count(b"\r\n"):
             return None
         parsed = self.head
@@ -201,6 +204,12 @@ class FrontDoor(asyncio.Protocol):
         method = "HEAD" if head.startswith(b"HEAD") else "GET"
         keep_alive = parsed.keep_alive and not self.doors.stopping
         request_id = logs.request_id(parsed.request_id)
+        if stored.file is None:  # held in memory (cache.py): answered whole, now
+            answer_held(self, stored, route, method, parsed.url.decode("ascii"), version, keep_alive, request_id)
+            self.active_at = self.loop.time()
+            if not keep_alive:
+                self.transport.close()
+            return True
         try:
             return Response(stored, route, method, parsed.url.decode("ascii"), version, keep_alive, request_id, self.doors)
         except OSError:
