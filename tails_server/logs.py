@@ -1,8 +1,8 @@
 """Logging that costs the event loop little.
 
 Server messages go through the logging module and a queue to a writer thread. Access lines,
-one per request and the bulk of all output, skip the logging machinery: each is one f-string
-appended to a buffer that is written to stderr once per FLUSH_INTERVAL.
+one per request and the bulk of all output, skip the logging machinery: each request appends its
+values to a buffer, formatted and written to stderr once per FLUSH_INTERVAL.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class AccessLogger(AbstractAccessLogger):
 
     json = False  # set by configure()
     observe = None  # metrics.observe, once metrics are installed: one call per request for both
-    _lines: list[str] = []
+    _lines: list[tuple] = []  # access_line's values per request, formatted at the flush
     _second = -1
     _stamp = ""
 
@@ -135,33 +135,38 @@ def access_line(
     remote: str | None, method: str, path_qs: str, status: int, size: int | None, elapsed: float, request_id: str,
     cut_short: bool = False,
 ) -> None:
-    """Buffer one access line (the caller checks that the access logger is on, at INFO).
+    """Keep one access line's values, formatted and written with the others at the flush (the caller
+    checks that the access logger is on, at INFO).
 
     `size` is the body bytes sent; a download cut short (the client left, or was cut off) is
     marked as such after the request id.
     """
-    now = int(time.time())
-    if now != AccessLogger._second:  # format the timestamp once a second, not once a request
-        AccessLogger._second, AccessLogger._stamp = now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-    if AccessLogger.json:
-        line = json.dumps({
-            "time": AccessLogger._stamp, "level": "INFO", "logger": "access", "remote": remote,
-            "method": method, "path": path_qs, "status": status, "bytes": size,
-            "ms": round(elapsed * 1000, 1), "request_id": request_id, **({"cut_short": True} if cut_short else {}),
-        }) + "\n"
-    else:
-        line = f'{AccessLogger._stamp} ACCESS {remote} "{method} {escape(path_qs, quoted=True)}" {status} {size} {elapsed * 1000:.1f}ms {request_id}{" cut-short" if cut_short else ""}\n'
     lines = AccessLogger._lines
-    lines.append(line)
+    lines.append((time.time(), remote, method, path_qs, status, size, elapsed, request_id, cut_short))
     if len(lines) == 1:
         asyncio.get_running_loop().call_later(FLUSH_INTERVAL, flush_access_lines)
 
 
+def _line(when: float, remote: str | None, method: str, path_qs: str, status: int, size: int | None, elapsed: float,
+          request_id: str, cut_short: bool) -> str:
+    """One kept access line as text (or JSON), newline included."""
+    second = int(when)
+    if second != AccessLogger._second:  # format the timestamp once a second, not once a line
+        AccessLogger._second, AccessLogger._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+    if AccessLogger.json:
+        return json.dumps({
+            "time": AccessLogger._stamp, "level": "INFO", "logger": "access", "remote": remote,
+            "method": method, "path": path_qs, "status": status, "bytes": size,
+            "ms": round(elapsed * 1000, 1), "request_id": request_id, **({"cut_short": True} if cut_short else {}),
+        }) + "\n"
+    return f'{AccessLogger._stamp} ACCESS {remote} "{method} {escape(path_qs, quoted=True)}" {status} {size} {elapsed * 1000:.1f}ms {request_id}{" cut-short" if cut_short else ""}\n'
+
+
 def flush_access_lines() -> None:
-    """Write the buffered access lines in one system call."""
+    """Format the kept access lines and write them in one system call."""
     lines = AccessLogger._lines
     if lines:
-        data = "".join(lines).encode("utf-8", "backslashreplace")
+        data = "".join([_line(*line) for line in lines]).encode("utf-8", "backslashreplace")
         lines.clear()
         try:
             os.write(sys.stderr.fileno(), data)

@@ -69,36 +69,27 @@ FLUSH_INTERVAL = 0.2
 
 
 class Tally:
-    """Requests counted in plain Python, then added to the metric values in bulk every FLUSH_INTERVAL.
+    """Answered requests kept as they come, then counted and added to the metric values in bulk every
+    FLUSH_INTERVAL.
 
     With several workers each inc() or observe() takes a lock, asks the kernel for the pid and
     writes a shared mapping: four of those per request took a 128 KiB download from 63 to 79 us of
-    CPU here (bench/ab.py). Bulk updates need a histogram's values, which prometheus_client has kept
-    as _sum and _buckets since its first releases; if a release drops them, `bulk` turns off and
-    every request is written through as it comes.
+    CPU here (bench/ab.py). Counting itself waits for the flush too: a request only appends its
+    values. Bulk updates need a histogram's values, which prometheus_client has kept as _sum and
+    _buckets since its first releases; if a release drops them, `bulk` turns off and each latency
+    is observed one by one at the flush.
     """
 
     BOUNDS = Histogram.DEFAULT_BUCKETS  # LATENCY's buckets
 
     def __init__(self) -> None:
-        self.requests: dict[tuple, list] = {}  # series (see _series) -> [count, latency sum, count per bucket...]
-        self.received = self.sent = self.cut_short = 0
+        self.pending: list[tuple] = []  # (route, method, status, received, sent, elapsed, cut_short) per request
         self.due: asyncio.TimerHandle | None = None
         self.bulk = list(LATENCY._upper_bounds) == list(self.BOUNDS)  # noqa: SLF001
 
-    def add(self, series: tuple, received: int | None, sent: int | None, elapsed: float | None,
-            cut_short: bool) -> None:
-        """Count one request; the first since the last flush schedules the next one."""
-        counts = self.requests.get(series)
-        if counts is None:
-            counts = self.requests[series] = [0, 0.0] + [0] * len(self.BOUNDS)
-        counts[0] += 1
-        if elapsed is not None:
-            counts[1] += elapsed
-            counts[2 + bisect.bisect_left(self.BOUNDS, elapsed)] += 1  # the first bucket whose bound >= elapsed
-        self.received += received or 0
-        self.sent += sent or 0
-        self.cut_short += cut_short
+    def add(self, answered: tuple) -> None:
+        """Keep one request's values; the first since the last flush schedules the next one."""
+        self.pending.append(answered)
         if self.due is None:
             try:
                 self.due = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
@@ -106,23 +97,45 @@ class Tally:
                 self.flush()
 
     def flush(self) -> None:
-        """Add what was counted to the metric values (a scrape, the timer, a stopping worker)."""
+        """Count what was kept and add it to the metric values (a scrape, the timer, a stopping worker)."""
         if self.due is not None:
             self.due.cancel()
             self.due = None
-        requests, self.requests = self.requests, {}
-        for series, counts in requests.items():
-            series[0].inc(counts[0])
-            histogram = series[1]
-            if counts[1]:
-                histogram._sum.inc(counts[1])  # noqa: SLF001 - observe() in bulk: the same values it writes
-            for bucket, count in zip(histogram._buckets, counts[2:], strict=True):  # noqa: SLF001
-                if count:
-                    bucket.inc(count)
-        for counter, name in ((BYTES_IN, "received"), (BYTES_OUT, "sent"), (CUT_SHORT, "cut_short")):
-            if amount := getattr(self, name):
+        pending, self.pending = self.pending, []
+        by_labels: dict[tuple, list] = {}  # (route, method, status) -> [requests, latency...]
+        received = sent = cut_short = 0
+        for route, method, status, got, gave, elapsed, short in pending:
+            counts = by_labels.get((route, method, status))
+            if counts is None:
+                counts = by_labels[route, method, status] = [0]
+            counts[0] += 1
+            if elapsed is not None:
+                counts.append(elapsed)
+            received += got or 0
+            sent += gave or 0
+            cut_short += short
+        for labels, (count, *latencies) in by_labels.items():
+            requests, latency = _series(*labels)
+            requests.inc(count)
+            self._observe(latency, latencies)
+        for counter, amount in ((BYTES_IN, received), (BYTES_OUT, sent), (CUT_SHORT, cut_short)):
+            if amount:
                 counter.inc(amount)
-                setattr(self, name, 0)
+
+    def _observe(self, histogram: Histogram, latencies: list[float]) -> None:
+        if not self.bulk:
+            for value in latencies:
+                histogram.observe(value)
+            return
+        if not latencies:
+            return
+        histogram._sum.inc(sum(latencies))  # noqa: SLF001 - observe() in bulk: the same values it writes
+        per_bucket = [0] * len(self.BOUNDS)
+        for value in latencies:
+            per_bucket[bisect.bisect_left(self.BOUNDS, value)] += 1  # the first bucket whose bound >= value
+        for bucket, count in zip(histogram._buckets, per_bucket, strict=True):  # noqa: SLF001
+            if count:
+                bucket.inc(count)
 
 
 TALLY = Tally()
@@ -153,19 +166,7 @@ def observe(request: web.BaseRequest, status: int, sent: int | None, elapsed: fl
 def record(route: str, method: str, status: int, received: int | None, sent: int | None, elapsed: float | None,
            cut_short: bool = False) -> None:
     """Record one answered request by its route's canonical path (the front door calls this directly)."""
-    series = _series(route, method, status)
-    if TALLY.bulk:
-        TALLY.add(series, received, sent, elapsed, cut_short)
-        return
-    if cut_short:
-        CUT_SHORT.inc()
-    series[0].inc()
-    if elapsed is not None:
-        series[1].observe(elapsed)
-    if received:
-        BYTES_IN.inc(received)
-    if sent:
-        BYTES_OUT.inc(sent)
+    TALLY.add((route, method, status, received, sent, elapsed, cut_short))
 
 
 def flush() -> None:

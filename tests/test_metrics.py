@@ -117,3 +117,39 @@ async def test_request_latencies_and_bytes_add_up_over_workers_and_both_paths(ne
     assert value(samples, "tails_http_request_duration_seconds_sum", **route) > 0
     # the downloads, the PUT's answer, and the scrapes' own answers before this one
     assert value(samples, "tails_http_sent_bytes_total") >= 12 * len(data) + 12 * 10 + len(h)
+
+
+def test_the_tally_writes_the_same_values_in_bulk_and_one_by_one():
+    """Kept requests reach the metric values alike whether histograms are written in bulk or (a
+    prometheus_client without their internals) one observation at a time."""
+    from prometheus_client import REGISTRY
+
+    from tails_server import metrics
+
+    answered = [("/test/{tally}", "GET", 200, None, 100, 0.003, False), ("/test/{tally}", "GET", 200, None, 50, 0.2, True),
+                ("/test/{tally}", "PUT", 413, 7, None, 0.04, False), ("/test/{tally}", "GET", 200, None, 25, None, False)]
+    names = [("tails_http_requests_total", {"route": "/test/{tally}", "method": "GET", "status": "200"}),
+             ("tails_http_requests_total", {"route": "/test/{tally}", "method": "PUT", "status": "413"}),
+             ("tails_http_request_duration_seconds_sum", {"route": "/test/{tally}", "method": "GET"}),
+             ("tails_http_request_duration_seconds_count", {"route": "/test/{tally}", "method": "GET"}),
+             ("tails_http_request_duration_seconds_bucket", {"route": "/test/{tally}", "method": "GET", "le": "0.005"}),
+             ("tails_http_request_duration_seconds_bucket", {"route": "/test/{tally}", "method": "GET", "le": "0.25"}),
+             ("tails_http_request_duration_seconds_bucket", {"route": "/test/{tally}", "method": "PUT", "le": "0.05"}),
+             ("tails_http_received_bytes_total", {}), ("tails_http_sent_bytes_total", {}),
+             ("tails_downloads_cut_short_total", {})]
+
+    def read() -> list[float]:
+        return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in names]
+
+    deltas = []
+    for bulk in (True, False):
+        tally = metrics.Tally()
+        tally.bulk = bulk
+        before = read()
+        for values in answered:
+            tally.add(values)  # no event loop here: each is written at once
+        tally.pending.extend(answered)
+        tally.flush()  # and the same four again, kept and written in one flush
+        deltas.append([round(after - was, 9) for after, was in zip(read(), before, strict=True)])
+    expected = [6, 2, 2 * 0.203, 4, 2, 4, 2, 14, 350, 2]  # a latency of None counts the request only
+    assert deltas[0] == deltas[1] == [round(v, 9) for v in expected]
