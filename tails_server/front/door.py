@@ -53,7 +53,8 @@ class FrontDoor(asyncio.Protocol):
     """One connection: answers plain downloads until a request needs aiohttp, then hands it over.
 
     On plaintext the door sends with sendfile on a duplicate of the socket and waits for room in
-    it; on TLS it writes into the TLS transport and follows its pause_writing/resume_writing.
+    it; on TLS it writes into the TLS transport (tls/transport.py) and follows its
+    pause_writing/resume_writing.
     """
 
     def __init__(self, doors: FrontDoors) -> None:
@@ -98,8 +99,8 @@ class FrontDoor(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if not self.admitted or self.doors.encrypted:
-            return False  # TLS closes on the client's close_notify, whatever is returned
+        if not self.admitted:
+            return False
         return self.busy  # keep the transport for a response still leaving; otherwise it closes
 
     def pause_writing(self) -> None:
