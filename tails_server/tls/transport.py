@@ -27,6 +27,11 @@ RECORD = 16384  # the most plaintext one TLS record carries
 MAX_READ = 1 << 18  # the most one data_received gets: as much as asyncio's TLS gives, so uploads parse in big pieces
 _LATER = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError)  # a write the socket cannot take now
 _NO_DATA = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)  # a read with nothing there now
+_CORK = getattr(socket, "TCP_CORK", None)
+# Writes of more than one record, up to this size, are corked. A 128 KiB answer then took 100 against
+# 113 us of the server's CPU and 70 against 81 us of the client's (bench/ab.py --tls, 8 rounds);
+# corking each 256 KiB chunk of a 4 MiB body as well cost that body 25-35% more.
+CORK_UP_TO = 1 << 18
 _DETAILS = {"peercert": "getpeercert", "cipher": "cipher", "compression": "compression"}  # asked of OpenSSL when wanted
 
 
@@ -54,6 +59,7 @@ class TlsTransport(transports._FlowControlMixin):
         self._lost = False  # the socket is closed
         self._read_wants_write = self._write_wants_read = False  # OpenSSL needs the other direction first
         self._watch_read = self._watch_write = False  # registered with the event loop
+        self._corked = False
         self._timer: asyncio.TimerHandle | None = None
         self._ready: Callable[[], asyncio.BaseProtocol] | None = None
 
@@ -162,8 +168,8 @@ class TlsTransport(transports._FlowControlMixin):
                     eof = True
                     break
                 got += n
-                if n < RECORD and not sock.pending():
-                    break  # the client's write ended here; anything more wakes the loop again
+                if n < RECORD:
+                    break  # a short record: the client's write ended; anything more wakes the loop again
         except _NO_DATA:
             pass
         except ssl.SSLWantWriteError:  # OpenSSL must answer something (a key update) before it reads on
@@ -194,7 +200,8 @@ class TlsTransport(transports._FlowControlMixin):
             return
         self._reading = True
         self._update()
-        if not self._handshaking and not self._eof and self._sock.pending():  # decrypted already: no wake-up will say so
+        # Reads take whole records, so OpenSSL keeps none decrypted; if it ever did, no wake-up would say so.
+        if not self._handshaking and not self._eof and self._sock.pending():
             self._loop.call_soon(self._read_if_wanted)
 
     def _read_if_wanted(self) -> None:
@@ -204,6 +211,28 @@ class TlsTransport(transports._FlowControlMixin):
     # --- writing --------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if RECORD < len(data) <= CORK_UP_TO and not self._corked and not self._pending:
+            self._cork(True)
+            try:
+                self._write(data)
+            finally:
+                self._cork(False)
+        else:
+            self._write(data)
+
+    def writelines(self, items: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write each item; a short one is joined to the start of the next, so it does not take a record of its own."""
+        items = items if isinstance(items, (list, tuple)) else list(items)
+        if RECORD < sum(map(len, items)) <= CORK_UP_TO and not self._corked and not self._pending:
+            self._cork(True)
+            try:
+                self._writelines(items)
+            finally:
+                self._cork(False)
+        else:
+            self._writelines(items)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         if not data or self._closing:
             return  # like asyncio's transports, writes to a closed connection go nowhere
         if not self._pending and not self._handshaking:
@@ -223,8 +252,7 @@ class TlsTransport(transports._FlowControlMixin):
         self._update()
         self._maybe_pause_protocol()
 
-    def writelines(self, items: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Write each item; a short one is joined to the start of the next, so it does not take a record of its own."""
+    def _writelines(self, items: Iterable[bytes | bytearray | memoryview]) -> None:
         short = b""
         for item in items:
             if len(short) + len(item) <= RECORD:
@@ -233,11 +261,20 @@ class TlsTransport(transports._FlowControlMixin):
             if short:
                 view = memoryview(item).cast("B")
                 fill = RECORD - len(short)
-                self.write(short + view[:fill])
+                self._write(short + view[:fill])
                 item, short = view[fill:], b""
-            self.write(item)
+            self._write(item)
         if short:
-            self.write(short)
+            self._write(short)
+
+    def _cork(self, on: bool) -> None:
+        """TCP_CORK (Linux) while one answer's records are written: they leave in full segments, not one each."""
+        if _CORK is not None and not self._lost:
+            self._corked = on
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _CORK, on)
+            except OSError:
+                pass
 
     def _flush(self) -> None:
         """Write queued data while the socket takes it; then let a paused protocol go on."""

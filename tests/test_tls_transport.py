@@ -1,0 +1,208 @@
+"""The TLS transport (tails_server/tls/): real OpenSSL on both ends, real sockets on loopback.
+
+In-process tests drive TlsServer with small protocols, to reach what the server's routes never
+ask of a transport: reads paused and resumed mid-stream, loop.sendfile, a client's close_notify.
+Server-level tests check what a client of the running server sees at the end of a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+
+import pytest
+from support import random_tails, wait_for
+
+from tails_server.limits import ClientAddress, Connections
+from tails_server.tls import TlsServer
+from tails_server.tls.site import listening_sockets
+
+
+@pytest.fixture
+def server_context(tls_files) -> ssl.SSLContext:
+    chain, key, _ = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain, key)
+    return context
+
+
+async def serve(context: ssl.SSLContext, factory, handshake_timeout: float = 5.0) -> tuple[TlsServer, int, Connections]:
+    connections = Connections(100, 100, ClientAddress([]))
+    sockets = await listening_sockets("127.0.0.1", 0, 16, False)
+    server = TlsServer(sockets, context, connections, factory, handshake_timeout, 16)
+    return server, server.sockets[0].getsockname()[1], connections
+
+
+class Collecting(asyncio.Protocol):
+    """Takes everything in, pausing reading after each piece and resuming it a moment later."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.paused_reads = 0  # data that arrived while reading was paused: must stay 0
+        self.paused = False
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.paused_reads += self.paused
+        self.received += data
+        self.paused = True
+        self.transport.pause_reading()
+        assert not self.transport.is_reading()
+        asyncio.get_running_loop().call_later(0.002, self.resume)
+
+    def resume(self) -> None:
+        self.paused = False
+        self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.transport.write(b"got %d" % len(self.received))
+        return False  # close: after what was just written
+
+    def connection_lost(self, exc) -> None:
+        self.done.set_result(exc)
+
+
+async def test_reads_paused_and_resumed_lose_and_reorder_nothing(server_context, tls_files):
+    client = tls_files[2]
+    protocols: list[Collecting] = []
+    server, port, connections = await serve(server_context, lambda: protocols.append(Collecting()) or protocols[-1])
+    data, _ = random_tails(24000)  # ~2.9 MiB: many records, several reads of the largest size
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        for start in range(0, len(data), 100_000):
+            writer.write(data[start : start + 100_000])
+            await writer.drain()
+        await wait_for(lambda: protocols and len(protocols[0].received) >= len(data), 20)
+        assert bytes(protocols[0].received) == data and protocols[0].paused_reads == 0
+        writer.close()
+        assert await asyncio.wait_for(protocols[0].done, 10) is None
+    finally:
+        server.close()
+    assert not connections.open  # counted back when the transport closed
+
+
+class SendsFile(asyncio.Protocol):
+    """Answers the first bytes it receives with a whole file, through loop.sendfile (asyncio's chunked fallback)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.sent = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        with open(self.path, "rb") as file:
+            sent = await asyncio.get_running_loop().sendfile(self.transport, file)
+        self.sent.set_result(sent)
+        self.transport.close()
+
+
+async def test_loop_sendfile_writes_a_file_through_the_transport(server_context, tls_files, tmp_path):
+    client = tls_files[2]
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (tmp_path / "f").write_bytes(data)
+    protocols: list[SendsFile] = []
+    server, port, _ = await serve(server_context, lambda: protocols.append(SendsFile(tmp_path / "f")) or protocols[-1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        writer.write(b"go")
+        received = await asyncio.wait_for(reader.read(), 20)  # to the server's close_notify
+        assert received == data and await protocols[0].sent == len(data)
+        writer.close()
+    finally:
+        server.close()
+
+
+def _exchange(port: int, context: ssl.SSLContext, request: bytes, close_after_request: bool) -> bytes:
+    """A blocking client that counts a missing close_notify as an error (no ragged EOF allowed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as tls:
+            tls.sendall(request)
+            if close_after_request:
+                tls.setblocking(False)
+                try:  # our close_notify goes out; the server's own comes at the end of its answer
+                    tls.unwrap()
+                except ssl.SSLWantReadError:
+                    pass
+                tls.setblocking(True)
+            received = bytearray()
+            try:
+                while chunk := tls.recv(1 << 16):
+                    received += chunk
+            except ssl.SSLZeroReturnError:  # the server's close_notify, after ours
+                pass
+            return bytes(received)  # a ragged EOF would have raised ssl.SSLEOFError
+
+
+class Answers(asyncio.Protocol):
+    """Answers once the client's side ends (eof_received keeps the connection open for the answer)."""
+
+    def connection_made(self, transport) -> None:
+        self.transport, self.request = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.request += data
+
+    def eof_received(self) -> bool:
+        asyncio.get_running_loop().call_later(0.05, self.answer)
+        return True
+
+    def answer(self) -> None:
+        self.transport.write(b"answer to " + self.request)
+        self.transport.close()
+
+
+async def test_a_client_that_ends_its_side_gets_its_answer_and_a_close_notify(server_context, tls_files):
+    client = tls_files[2]
+    server, port, connections = await serve(server_context, Answers)
+    try:
+        got = await asyncio.to_thread(_exchange, port, client, b"question", True)
+        assert got == b"answer to question"
+    finally:
+        server.close()
+    assert not connections.open
+
+
+async def test_the_server_ends_each_connection_with_close_notify(new_server, tls_files):
+    chain, key, client = tls_files
+    proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), ssl_context=client)
+    data, h = random_tails(40000)  # ~4.9 MiB: read from disk, not held in memory
+    put = (f"PUT /hash/{h} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+           f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data
+    answer = await asyncio.to_thread(_exchange, proc.port, client, put, False)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(h.encode())
+    for path, closing in ((f"/hash/{h}", False), (f"/hash/{h}", True), (f"/hash/{h}?via=aiohttp", False), ("/livez", False)):
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        answer = await asyncio.to_thread(_exchange, proc.port, client, request, closing)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), (path, head)
+        if path.startswith("/hash/"):
+            assert body == data, (path, closing, len(body))
+
+
+async def test_garbage_for_a_hello_and_a_silent_client_are_closed_and_counted_back(server_context):
+    server, port, connections = await serve(server_context, asyncio.Protocol, handshake_timeout=0.5)
+    try:
+        garbage_reader, garbage = await asyncio.open_connection("127.0.0.1", port)
+        garbage.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plaintext to a TLS port
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        try:  # closed at once: an alert at most, never an answer
+            said = await asyncio.wait_for(garbage_reader.read(), 5)
+            assert said == b"" or (said[0] == 0x15 and len(said) == 7), said  # nothing, or one TLS alert record
+        except ConnectionResetError:  # closed with the request unread
+            pass
+        assert await asyncio.wait_for(silent_reader.read(), 5) == b""  # closed at the handshake timeout
+        garbage.close()
+        silent.close()
+        assert not connections.open and not server.handshaking
+    finally:
+        server.close()
