@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import logs, metrics
 from ..downloads import SMALL_BODY
-from ..storage.local import LocalFile, cached_read
+from ..storage.local import LocalFile, cached_read_into
 from .cache import CachedFile
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Response:
     """A 200 for one whole stored file: the head (with small bodies inline), then the body."""
 
     __slots__ = ("stored", "route", "method", "path", "keep_alive", "request_id", "out", "offset", "left", "started",
-                 "head", "sent", "reading", "ended")
+                 "head", "sent", "reading", "ended", "buffer")
 
     def __init__(self, stored: LocalFile, route: str, method: str, path: str, version: str, keep_alive: bool,
                  request_id: str, doors: FrontDoors) -> None:
@@ -48,6 +48,7 @@ class Response:
         self.offset, self.left = 0, size if method == "GET" else 0
         self.reading: asyncio.Future | None = None  # a chunk a thread is reading from disk (TLS)
         self.ended = False
+        self.buffer: bytearray | None = None  # TLS: the chunk last read, its memory used again once sent
         if 0 < self.left <= SMALL_BODY:  # one write for head and body costs less than a second one after it
             self.out = memoryview(bytes(self.out) + os.pread(stored.file.fileno(), self.left, 0))
             self.left = 0
@@ -83,17 +84,17 @@ class Response:
         transport, fd, written = door.transport, self.stored.file.fileno(), 0
         if self.out:
             pending = [self.out]
-            if self.left:  # the head and the first chunk in one go: one TLS flush, one send
-                chunk = cached_read(fd, min(TLS_CHUNK, self.left), self.offset)
+            if self.left:  # the head and the first chunk in one go
+                chunk = self._cached_chunk(transport, fd)
                 if chunk:
                     pending.append(chunk)
                     self.offset, self.left = self.offset + len(chunk), self.left - len(chunk)
             transport.writelines(pending)
             written, self.out = sum(len(p) for p in pending), memoryview(b"")
         while self.left and written < TLS_TURN and not door.paused and self.reading is None and not transport.is_closing():
-            size = min(TLS_CHUNK, self.left)
-            chunk = cached_read(fd, size, self.offset)
+            chunk = self._cached_chunk(transport, fd)
             if chunk is None:
+                size = min(TLS_CHUNK, self.left)
                 self.reading = asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, self.offset)
                 self.reading.add_done_callback(door.chunk_read)
                 break
@@ -101,6 +102,20 @@ class Response:
             self.offset, self.left, written = self.offset + len(chunk), self.left - len(chunk), written + len(chunk)
         self.sent += written
         return written
+
+    def _cached_chunk(self, transport: asyncio.Transport, fd: int) -> memoryview | None:
+        """The next chunk if the page cache holds it, read into the buffer of the one before once the
+        transport has sent all it holds (a new buffer meant a zeroed allocation, page faults and an
+        unmap for every 256 KiB); None if it must come from the disk.
+
+        The chunk is a read-only view: the TLS transport keeps such a view as it is until it is
+        sent, and this buffer is not read into again before then.
+        """
+        buffer = self.buffer
+        if buffer is None or transport.get_write_buffer_size():
+            buffer = self.buffer = bytearray(TLS_CHUNK)
+        got = cached_read_into(fd, memoryview(buffer)[: min(TLS_CHUNK, self.left)], self.offset)
+        return memoryview(buffer)[:got].toreadonly() if got else None
 
     def take_read(self, door: FrontDoor) -> int:
         """TLS: write the chunk a thread read (bytes written); an OSError ends the response."""

@@ -43,20 +43,25 @@ def cached_read(fd: int, size: int, offset: int) -> bytearray | None:
     """What the page cache holds of the range, read on the event loop without waiting for the disk
     (RWF_NOWAIT); None when none of it is cached, or where the kernel cannot say. The buffer is
     the caller's (no copy): transports keep it until it is sent."""
-    global _NOWAIT
-    if _NOWAIT is None:
-        return None
     buffer = bytearray(size)
-    try:
-        got = os.preadv(fd, [buffer], offset, _NOWAIT)
-    except BlockingIOError:
-        return None
-    except OSError:  # this kernel or filesystem cannot: every read goes to a thread from now on
-        _NOWAIT = None
-        return None
+    got = cached_read_into(fd, buffer, offset)
     if got < size and got:  # partly cached: take what is there
         del buffer[got:]
     return buffer if got else None
+
+
+def cached_read_into(fd: int, buffer: bytearray | memoryview, offset: int) -> int:
+    """Bytes of the range the page cache holds, read into `buffer` without waiting for the disk; 0 for none."""
+    global _NOWAIT
+    if _NOWAIT is None:
+        return 0
+    try:
+        return os.preadv(fd, [buffer], offset, _NOWAIT)
+    except BlockingIOError:
+        return 0
+    except OSError:  # this kernel or filesystem cannot: every read goes to a thread from now on
+        _NOWAIT = None
+        return 0
 
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)

@@ -8,6 +8,8 @@ callbacks, within a timeout; the crypto is OpenSSL's through the standard librar
 
 OpenSSL's rule for non-blocking writes shapes the write buffer: a write that would block must be
 repeated with the same bytes, so each queued write stays whole until OpenSSL has sent all of it.
+A writer that passes a read-only memoryview promises that its bytes stay as they are until the
+write buffer is empty again (get_write_buffer_size() == 0): such a view is kept without a copy.
 """
 
 from __future__ import annotations
@@ -246,8 +248,11 @@ class TlsTransport(transports._FlowControlMixin):
             except (OSError, ValueError) as exc:
                 self._fatal(exc)
                 return
-        # Kept whole, as OpenSSL must be given it again; a copy unless it cannot change under us.
-        self._pending.append(data if isinstance(data, bytes) else bytes(data))
+        # Kept whole, as OpenSSL must be given it again: bytes and read-only views as they are (see
+        # the module's docstring), anything else copied, as it may change under us.
+        if not (isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly)):
+            data = bytes(data)
+        self._pending.append(data)
         self._size += len(data)
         self._update()
         self._maybe_pause_protocol()
