@@ -78,6 +78,10 @@ async def test_reads_paused_and_resumed_lose_and_reorder_nothing(server_context,
             writer.write(data[start : start + 100_000])
             await writer.drain()
         await wait_for(lambda: protocols and len(protocols[0].received) >= len(data), 20)
+        transport = protocols[0].transport
+        assert transport.get_extra_info("sockname") == ("127.0.0.1", port)
+        assert transport.get_extra_info("peername") == writer.get_extra_info("sockname")
+        assert transport.get_extra_info("cipher")[1].startswith("TLS")  # asked of OpenSSL
         assert bytes(protocols[0].received) == data and protocols[0].paused_reads == 0
         writer.close()
         assert await asyncio.wait_for(protocols[0].done, 10) is None
@@ -204,5 +208,37 @@ async def test_garbage_for_a_hello_and_a_silent_client_are_closed_and_counted_ba
         garbage.close()
         silent.close()
         assert not connections.open and not server.handshaking
+    finally:
+        server.close()
+
+
+class WritesAndReuses(asyncio.Protocol):
+    """Writes a bytearray the socket cannot take at once, then overwrites it, as a careless writer would."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = bytearray(b"a" * (4 << 20))
+        self.transport.write(buffer)
+        self.queued = self.transport.get_write_buffer_size()
+        buffer[:] = b"b" * len(buffer)  # the transport took a copy: nothing of this may reach the client
+        view = memoryview(bytes(b"c" * (1 << 20))).toreadonly()
+        self.transport.write(view)
+        self.transport.close()
+
+
+async def test_queued_writes_keep_the_bytes_they_were_given(server_context, tls_files):
+    client = tls_files[2]
+    protocols: list[WritesAndReuses] = []
+    server, port, _ = await serve(server_context, lambda: protocols.append(WritesAndReuses()) or protocols[-1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        writer.write(b"go")
+        await asyncio.sleep(0.2)  # the server's socket fills while this client reads nothing
+        received = await asyncio.wait_for(reader.read(), 20)
+        assert protocols[0].queued > 0  # the socket could not take it all: it was queued
+        assert received == b"a" * (4 << 20) + b"c" * (1 << 20)
+        writer.close()
     finally:
         server.close()

@@ -369,6 +369,11 @@ class TlsTransport(transports._FlowControlMixin):
     # --- the rest of asyncio.Transport ------------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":  # asked for rarely: not looked up for every connection
+            try:
+                return self._sock.getsockname()
+            except OSError:
+                return default
         method = _DETAILS.get(name)
         if method is not None:
             return getattr(self._sock, method)() if not self._handshaking and not self._lost else default
