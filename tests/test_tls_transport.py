@@ -242,3 +242,27 @@ async def test_queued_writes_keep_the_bytes_they_were_given(server_context, tls_
         writer.close()
     finally:
         server.close()
+
+
+class Fails(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        raise RuntimeError("a bug in a protocol")
+
+
+async def test_a_failing_protocol_is_reported_and_its_connection_closed(server_context, tls_files):
+    client = tls_files[2]
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    server, port, connections = await serve(server_context, Fails)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        writer.write(b"anything")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        await wait_for(lambda: not connections.open, 5)
+        assert [type(context["exception"]) for context in reported] == [RuntimeError]
+    finally:
+        loop.set_exception_handler(previous)
+        server.close()

@@ -101,8 +101,14 @@ class TlsTransport(transports._FlowControlMixin):
             self._timer.cancel()
             self._timer = None
         self._extra.update(sslcontext=self._sock.context, ssl_object=self._sock)
-        self._protocol, self._ready = self._ready(), None
-        self._protocol.connection_made(self)
+        try:
+            self._protocol, self._ready = self._ready(), None
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._protocol_failed(exc)
+            return
         if not self._closing:
             self._update()
             if self._reading:
@@ -179,15 +185,21 @@ class TlsTransport(transports._FlowControlMixin):
             self._update()
         except (OSError, ValueError) as exc:
             error = exc
-        if got:
-            self._protocol.data_received(bytes(view[:got]))
+        try:
+            if got:
+                self._protocol.data_received(bytes(view[:got]))
+            if error is None and eof and not self._closing:
+                self._eof = True
+                self._update()
+                if not self._protocol.eof_received():
+                    self.close()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # as asyncio's transports: report it, and end the connection
+            self._protocol_failed(exc)
+            return
         if error is not None:
             self._fatal(error)
-        elif eof and not self._closing:
-            self._eof = True
-            self._update()
-            if not self._protocol.eof_received():
-                self.close()
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -338,6 +350,13 @@ class TlsTransport(transports._FlowControlMixin):
             except (OSError, ValueError):
                 pass
         self._force_close(None)
+
+    def _protocol_failed(self, exc: BaseException) -> None:
+        self._loop.call_exception_handler(
+            {"message": "protocol callback failed on a TLS connection", "exception": exc, "transport": self,
+             "protocol": self._protocol}
+        )
+        self._force_close(exc)
 
     def _fatal(self, exc: BaseException) -> None:
         log.debug("TLS connection failed: %s", exc.__class__.__name__)
