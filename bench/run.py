@@ -100,7 +100,10 @@ def start_nginx(root: Path, workdir: Path, tls: tuple[Path, Path] | None = None)
     lines buffered and written once a second or per 64 KiB, as tails-server buffers its own.
     """
     port = free_port()
-    listen = f"127.0.0.1:{port}" + (f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else "")
+    # TLS 1.3 as tails-server speaks it (nginx 1.22's default protocols stop at TLS 1.2).
+    listen = f"127.0.0.1:{port}" + (
+        f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3" if tls else ""
+    )
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""worker_processes 2;
