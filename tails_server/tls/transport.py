@@ -62,7 +62,9 @@ class TlsTransport(transports._FlowControlMixin):
         self._read_wants_write = self._write_wants_read = False  # OpenSSL needs the other direction first
         self._watch_read = self._watch_write = False  # registered with the event loop
         self._corked = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the handshake's timeout, then the closing one
+        self._timeout = 0.0  # for the handshake, and for a closing connection to take what is queued
+        self._progress = 0.0  # when the socket last had room for queued writes
         self._ready: Callable[[], asyncio.BaseProtocol] | None = None
 
     # --- the handshake ------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class TlsTransport(transports._FlowControlMixin):
             return
         self._extra["socket"] = self._sock
         self._ready = protocol_factory
+        self._timeout = timeout
         self._timer = self._loop.call_later(timeout, self._handshake_timed_out)
         self._handshake()
 
@@ -158,6 +161,7 @@ class TlsTransport(transports._FlowControlMixin):
         if self._handshaking:
             self._handshake()
             return
+        self._progress = self._loop.time()  # the socket has room again: the client took some bytes
         if self._read_wants_write:
             self._read_wants_write = False
             if self._reading and not self._closing and not self._eof:
@@ -331,7 +335,11 @@ class TlsTransport(transports._FlowControlMixin):
         return self._closing
 
     def close(self) -> None:
-        """Stop reading, send what is queued, then close_notify and close."""
+        """Stop reading, send what is queued, then close_notify and close.
+
+        A client that takes none of what is queued for the timeout is cut off: one that stopped
+        reading must not hold its connection open past the idle timeout that closed it.
+        """
         if self._closing:
             return
         self._closing = True
@@ -339,6 +347,19 @@ class TlsTransport(transports._FlowControlMixin):
             self._finish_close()
         else:
             self._update()
+            self._progress = self._loop.time()
+            self._timer = self._loop.call_later(self._timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        due = self._progress + self._timeout
+        if self._loop.time() < due:  # it took some since: it gets the time again
+            self._timer = self._loop.call_at(due, self._close_timed_out)
+            return
+        log.debug("TLS connection closed with %d bytes unsent", self._size)
+        self._force_close(None)
 
     def abort(self) -> None:
         self._force_close(None)
