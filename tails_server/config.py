@@ -78,6 +78,7 @@ class Settings:
         if not self.tls_cert:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.options |= ssl.OP_NO_RENEGOTIATION  # a client's renegotiations cost the server a handshake each
         context.load_cert_chain(self.tls_cert, self.tls_key)
         return context
 
