@@ -28,7 +28,7 @@ async def test_https_upload_and_download(new_server, tls_files, records):
         async with https.get(f"{proc.url}/status") as resp:
             transport = (await resp.json())["transport"]
         assert transport["tls"] is True and transport["plain_downloads"] == "front door"
-        assert transport["kernel_tls"].startswith("not used: ")  # and why: asyncio's TLS encrypts in memory
+        assert transport["kernel_tls"].startswith("not used: ")  # and why (this Python, this kernel)
     async with aiohttp.ClientSession() as plain:
         with pytest.raises(aiohttp.ClientError):
             async with plain.get(f"http://127.0.0.1:{proc.port}/livez") as resp:
