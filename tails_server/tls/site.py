@@ -32,6 +32,8 @@ async def listening_sockets(host: str, port: int, backlog: int, reuse_port: bool
     """Bound, listening, non-blocking sockets for every address `host` names (as loop.create_server makes)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"no address to listen on for {host!r}")
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
