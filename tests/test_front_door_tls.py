@@ -256,16 +256,19 @@ async def test_a_touched_file_is_answered_with_its_new_time_from_memory(https_se
 async def test_a_client_that_stops_reading_answers_from_memory_is_cut_after_the_timeouts(https_server):
     """Answers held in memory leave the door at once: a client that reads none of them still loses
     its connection (after --idle-timeout the door closes it, and the transport gives up on what it holds)."""
-    proc = https_server("--idle-timeout", "1")
+    proc = https_server("--idle-timeout", "2")
     data, h = random_tails(1600)  # 200 KiB: answered from memory
     await put(proc, data, h)
     reader, writer = await connect(proc, receive_buffer=4096)
     writer.write(request("GET", f"/hash/{h}") * 40)  # 8 MiB of answers, none of them read
-    await asyncio.sleep(0.5)
-    assert await metric(proc, "tails_connections_open") == 2.0  # this one and the one asking
-    deadline = asyncio.get_running_loop().time() + 15
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await metric(proc, "tails_connections_open") != 2.0:  # this one and the one asking (the upload's is gone)
+        assert loop.time() < deadline, "the stalled connection never counted alone"
+        await asyncio.sleep(0.05)
+    deadline = loop.time() + 15
     while await metric(proc, "tails_connections_open") != 1.0:
-        assert asyncio.get_running_loop().time() < deadline, "the stalled connection was never cut"
+        assert loop.time() < deadline, "the stalled connection was never cut"
         await asyncio.sleep(0.2)
     writer.transport.abort()
     assert "Traceback" not in proc.log()

@@ -127,24 +127,50 @@ async def test_loop_sendfile_writes_a_file_through_the_transport(server_context,
 
 
 def _exchange(port: int, context: ssl.SSLContext, request: bytes, close_after_request: bool) -> bytes:
-    """A blocking client that counts a missing close_notify as an error (no ragged EOF allowed)."""
+    """A blocking client over memory buffers, so that it decides what it has received when; an EOF
+    without the server's close_notify (a ragged one) fails the test."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as tls:
-            tls.sendall(request)
-            if close_after_request:
-                tls.setblocking(False)
-                try:  # our close_notify goes out; the server's own comes at the end of its answer
-                    tls.unwrap()
-                except ssl.SSLWantReadError:
-                    pass
-                tls.setblocking(True)
-            received = bytearray()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+
+        def send() -> None:
+            if data := outgoing.read():
+                raw.sendall(data)
+
+        def receive() -> None:
+            data = raw.recv(1 << 16)
+            if not data:
+                raise AssertionError("the connection ended without the server's close_notify")
+            incoming.write(data)
+
+        while True:
             try:
-                while chunk := tls.recv(1 << 16):
-                    received += chunk
-            except ssl.SSLZeroReturnError:  # the server's close_notify, after ours
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                send()
+                receive()
+        tls.write(request)
+        send()
+        if close_after_request:  # our close_notify, before any of the answer is taken in
+            try:
+                tls.unwrap()
+            except ssl.SSLWantReadError:
                 pass
-            return bytes(received)  # a ragged EOF would have raised ssl.SSLEOFError
+            send()
+        received = bytearray()
+        while True:
+            try:
+                chunk = tls.read(1 << 16)
+            except ssl.SSLWantReadError:
+                receive()
+                continue
+            except ssl.SSLZeroReturnError:  # the server's close_notify, after ours
+                break
+            if not chunk:  # the server's close_notify
+                break
+            received += chunk
+        return bytes(received)
 
 
 class Answers(asyncio.Protocol):
@@ -217,6 +243,7 @@ class WritesAndReuses(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
 
     def data_received(self, data: bytes) -> None:
         buffer = bytearray(b"a" * (4 << 20))
@@ -233,7 +260,11 @@ async def test_queued_writes_keep_the_bytes_they_were_given(server_context, tls_
     protocols: list[WritesAndReuses] = []
     server, port, _ = await serve(server_context, lambda: protocols.append(WritesAndReuses()) or protocols[-1])
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # with the server's small send buffer: 4 MiB cannot fit
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock, ssl=client, server_hostname="127.0.0.1")
         writer.write(b"go")
         await asyncio.sleep(0.2)  # the server's socket fills while this client reads nothing
         received = await asyncio.wait_for(reader.read(), 20)
