@@ -74,12 +74,20 @@ class Settings:
         return "https" if self.tls_cert else "http"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """A server TLS context from the certificate chain and key, if configured."""
+        """A server TLS context from the certificate chain and key, if configured.
+
+        Made once: the workers forked after the first call share it, and with it the key of its
+        session tickets, so a client resumes its session on whichever worker takes its next
+        connection (each worker with a context of its own refused the others' tickets).
+        """
         if not self.tls_cert:
             return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.options |= ssl.OP_NO_RENEGOTIATION  # a client's renegotiations cost the server a handshake each
-        context.load_cert_chain(self.tls_cert, self.tls_key)
+        context = self.__dict__.get("_ssl_context")  # not a field: a frozen dataclass keeps it beside them
+        if context is None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.options |= ssl.OP_NO_RENEGOTIATION  # a client's renegotiations cost the server a handshake each
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+            self.__dict__["_ssl_context"] = context
         return context
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 
@@ -83,3 +84,22 @@ async def test_https_downloads_whether_or_not_the_file_is_in_the_page_cache(new_
                 assert resp.status == 200 and await resp.read() == data
             async with https.get(f"{proc.url}/hash/{h}", headers={"Range": "bytes=1000000-2999999"}) as resp:
                 assert resp.status == 206 and await resp.read() == data[1000000:3000000]
+
+
+def _resumed(port: int, context, session) -> tuple[bool, object]:
+    """One request on a new connection offering `session`: whether the server resumed it, and the session to offer next."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+            tls.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while tls.recv(1 << 16):  # the answer, and the session tickets sent with it
+                pass
+            return tls.session_reused, tls.session
+
+
+async def test_sessions_resume_on_every_worker(new_server, tls_files):
+    """Workers share one TLS context, so a ticket from one is taken by the others (a cheaper handshake)."""
+    chain, key, client = tls_files
+    proc = new_server("--tls-cert", str(chain), "--tls-key", str(key), "--workers", "2", ssl_context=client)
+    _, session = await asyncio.to_thread(_resumed, proc.port, client, None)
+    resumed = [(await asyncio.to_thread(_resumed, proc.port, client, session))[0] for _ in range(16)]
+    assert resumed == [True] * 16
