@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 import ssl
@@ -61,7 +62,6 @@ class TlsTransport(transports._FlowControlMixin):
         self._lost = False  # the socket is closed
         self._read_wants_write = self._write_wants_read = False  # OpenSSL needs the other direction first
         self._watch_read = self._watch_write = False  # registered with the event loop
-        self._corked = False
         self._timer: asyncio.TimerHandle | None = None  # the handshake's timeout, then the closing one
         self._timeout = 0.0  # for the handshake, and for a closing connection to take what is queued
         self._progress = 0.0  # when the socket last had room for queued writes
@@ -229,26 +229,31 @@ class TlsTransport(transports._FlowControlMixin):
     # --- writing --------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if RECORD < len(data) <= CORK_UP_TO and not self._corked and not self._pending:
-            self._cork(True)
-            try:
-                self._write(data)
-            finally:
-                self._cork(False)
-        else:
-            self._write(data)
+        self._maybe_corked(self._write, data, len(data))
 
     def writelines(self, items: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write each item; a short one is joined to the start of the next, so it does not take a record of its own."""
         items = items if isinstance(items, (list, tuple)) else list(items)
-        if RECORD < sum(map(len, items)) <= CORK_UP_TO and not self._corked and not self._pending:
-            self._cork(True)
-            try:
-                self._writelines(items)
-            finally:
-                self._cork(False)
-        else:
-            self._writelines(items)
+        self._maybe_corked(self._writelines, items, sum(map(len, items)))
+
+    def _maybe_corked(self, write: Callable[[Any], None], what: Any, size: int) -> None:
+        """One answer of more than one record, up to CORK_UP_TO, under TCP_CORK (Linux): its records
+        leave in full segments, not one segment each. With something queued the socket is full anyway."""
+        if _CORK is None or not RECORD < size <= CORK_UP_TO or self._pending or self._closing:
+            write(what)
+            return
+        sock = self._sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+        except OSError:  # the connection failed: the write learns why
+            write(what)
+            return
+        try:
+            write(what)
+        finally:
+            if not self._lost:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
         if not data or self._closing:
@@ -287,15 +292,6 @@ class TlsTransport(transports._FlowControlMixin):
             self._write(item)
         if short:
             self._write(short)
-
-    def _cork(self, on: bool) -> None:
-        """TCP_CORK (Linux) while one answer's records are written: they leave in full segments, not one each."""
-        if _CORK is not None and not self._lost:
-            self._corked = on
-            try:
-                self._sock.setsockopt(socket.IPPROTO_TCP, _CORK, on)
-            except OSError:
-                pass
 
     def _flush(self) -> None:
         """Write queued data while the socket takes it; then let a paused protocol go on."""
