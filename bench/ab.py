@@ -1,6 +1,7 @@
-"""Downloads A/B: an earlier commit's tails-server beside this tree's, with nginx as the yardstick.
+"""Downloads or uploads A/B: an earlier commit's tails-server beside this tree's, with a yardstick.
 
     python bench/ab.py --base HEAD~1 [--size 128] [--clients 16] [--rounds 6] [--seconds 3] [--tls]
+    python bench/ab.py --base HEAD~1 --uploads raw|multipart [--rounds 6] [--seconds 3]
 
 Both servers run `--workers 2` on the same files, nginx `worker_processes 2`; with --tls all three
 serve HTTPS with the same certificate (tails-server's own --tls-cert/--tls-key). wrk loads each in
@@ -14,6 +15,10 @@ run (`--base HEAD` with a clean tree) moves it: with 2 short rounds that was 62 
 time. Both run from source, ahead of whatever is installed (an editable install would otherwise
 shadow the base): the base from `git archive`, the tree from this checkout, uncommitted changes
 included.
+
+With --uploads, 16 clients PUT /hash distinct 4 MiB tails files (as bench/run.py does) and the
+yardstick is the durable-write ceiling: the same files hashed, written, fdatasync'ed and linked by
+threads of this process, with no network. CPU per upload is in ms; the client's is this process's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 import run as bench  # nginx, wrk, tails files, servers
+from uploads import Ceiling, upload_files, upload_throughput
 
 LAUNCHER = """import runpy, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # an editable install's finder
@@ -38,6 +44,12 @@ assert tails_server.__file__.startswith({tree!r}), tails_server.__file__
 sys.argv[0] = "tails_server"
 runpy.run_module("tails_server", run_name="__main__", alter_sys=True)
 """
+
+
+def own_seconds() -> float:
+    """User and system CPU seconds of this process: the upload clients, or the ceiling's threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def client_seconds() -> float:
@@ -92,8 +104,11 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=3, help="per server per round")
     parser.add_argument("--tls", action="store_true", help="HTTPS, one certificate for all three servers")
+    parser.add_argument("--uploads", choices=("raw", "multipart"), help="compare PUT /hash 4 MiB throughput instead")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tails-ab-"))
+    if options.uploads:
+        return await uploads_ab(options, workdir)
     storage = workdir / "storage"
     setup = bench.start_tails_server(storage, 1, workdir / "setup.log", "--log-level", "WARNING")
     try:
@@ -123,13 +138,55 @@ async def main() -> int:
     finally:
         for proc in servers.values():
             proc.stop()
-    print(f"{'HTTPS ' if options.tls else ''}GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})")
+    report(f"{'HTTPS ' if options.tls else ''}GET {options.size} KiB, {options.clients} clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})",
+           results, "nginx", ("req/s", "us CPU/request", "wrk"))
+    return 0
+
+
+def report(title: str, results: dict[str, list[tuple[float, float, float]]], yardstick: str, units: tuple[str, str, str]) -> None:
+    """Per server: the median rate, CPU per request and its client's beside it, and the median ratio to the yardstick."""
+    rate, cpu, client = units
+    print(title)
     for name, rounds in results.items():
-        ratios = [mine[0] / nginx[0] for mine, nginx in zip(rounds, results["nginx"], strict=True)]
-        print(f"{name:6s} {statistics.median(r for r, _, _ in rounds):9.0f} req/s  "
-              f"{statistics.median(c for _, c, _ in rounds):7.1f} us CPU/request  "
-              f"(wrk {statistics.median(w for _, _, w in rounds):6.1f})  "
-              f"{statistics.median(ratios):.3f}x nginx (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        ratios = [mine[0] / other[0] for mine, other in zip(rounds, results[yardstick], strict=True)]
+        print(f"{name:7s} {statistics.median(r for r, _, _ in rounds):9.0f} {rate}  "
+              f"{statistics.median(c for _, c, _ in rounds):7.2f} {cpu}  "
+              f"({client} {statistics.median(w for _, _, w in rounds):6.2f})  "
+              f"{statistics.median(ratios):.3f}x {yardstick} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+async def uploads_ab(options: argparse.Namespace, workdir: Path) -> int:
+    """Upload throughput and CPU per upload of both commits, in alternating rounds beside the durable-write ceiling."""
+    files = upload_files(workdir / "uploads", 64, 4 << 20)
+    quiet = ("--log-level", "WARNING")
+    servers: dict[str, tuple[bench.Proc, Path] | Ceiling] = {
+        "base": (start_from(checkout(options.base, workdir), "base", workdir, workdir / "base-store", *quiet), workdir / "base-store"),
+        "tree": (start_from(bench.HERE.parent, "tree", workdir, workdir / "tree-store", *quiet), workdir / "tree-store"),
+        "ceiling": Ceiling(workdir / "ceiling"),
+    }
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+    try:
+        for number in range(options.rounds):
+            order = list(servers.items())
+            for name, server in order if number % 2 == 0 else reversed(order):
+                mine_before = own_seconds()
+                if isinstance(server, Ceiling):  # its threads are this process: their CPU goes in the first column
+                    load, ticks = await server.throughput(files, options.seconds), None
+                else:
+                    proc, store = server
+                    before = cpu_ticks(proc)
+                    load = await upload_throughput(proc.port, files, 16, store, options.seconds, options.uploads == "multipart")
+                    ticks = cpu_ticks(proc) - before
+                count = load["uploads_s"] * load["seconds"]
+                mine = own_seconds() - mine_before
+                served = mine if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
+                results[name].append((load["mb_s"], served / count * 1e3, 0.0 if ticks is None else mine / count * 1e3))
+    finally:
+        for server in servers.values():
+            if not isinstance(server, Ceiling):
+                server[0].stop()
+    report(f"PUT /hash 4 MiB {options.uploads}, 16 clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})",
+           results, "ceiling", ("MB/s", "ms CPU/upload", "this process"))
     return 0
 
 

@@ -270,4 +270,5 @@ class _FileContent:
             if upto > self.hashed:
                 with memoryview(mapped) as view, view[self.hashed - start : upto - start] as piece:
                     self._receiver.hash_written(piece)
+                self._receiver.temp.write_back(self.hashed, upto - self.hashed)
                 self.hashed = upto

@@ -66,6 +66,7 @@ class TailsReceiver:
         self._sha = hashlib.sha256()
         self._chunks: list[bytes] = []  # kept as received: no copying on the event loop
         self._buffered = 0
+        self._written = 0  # bytes of the temp file written by _consume
         self._pending: asyncio.Future | None = None
         self._result: TailsHash | None = None
 
@@ -138,7 +139,10 @@ class TailsReceiver:
             await pending
 
     def _consume(self, chunks: list[bytes]) -> None:
-        """Worker thread: hash and write one batch."""
+        """Worker thread: hash and write one batch, and start its write-back."""
         for chunk in chunks:
             self._sha.update(chunk)
         self.temp.write_all(chunks)
+        length = sum(map(len, chunks))
+        self.temp.write_back(self._written, length)
+        self._written += length
