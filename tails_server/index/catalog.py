@@ -25,6 +25,7 @@ from ..storage import Name, Storage, TempFile
 from ..storage.base import key_of
 from . import db, placement
 from .db import Row
+from .group import GroupCommit
 from .notes import Notes
 
 LOGGER = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Catalog:
         self.origin = ""
         self._readers = ThreadPoolExecutor(READER_THREADS, "tails-index-read")
         self._writer = ThreadPoolExecutor(1, "tails-index-write")
+        self._group = GroupCommit(self._writer, self._writer_conn)  # the store writes' small index writes
         self._reader_connections: db.ThreadConnections | None = None
         self._write_connection: db.Writer | None = None
         self._leader_lock: int | None = None
@@ -119,7 +121,8 @@ class Catalog:
             raise IndexUnavailable(f"The index could not be read ({_what(exc)}); retry shortly.") from None
 
     async def write(self, method, *args, **kwargs):
-        """Run a db.Writer method on the writer thread."""
+        """Run a db.Writer method on the writer thread, in a transaction of its own."""
+        self._group.close_group()  # keeps the order: a group queued later runs after this
         return await asyncio.get_running_loop().run_in_executor(
             self._writer, lambda: method(self._writer_conn(), *args, **kwargs)
         )
@@ -130,9 +133,12 @@ class Catalog:
         return self._write_connection
 
     async def _record(self, method, *args) -> None:
-        """An index write after the store changed: its failure must not fail the request (a rescan repairs)."""
+        """An index write after the store changed: its failure must not fail the request (a rescan repairs).
+
+        Committed with the other such writes queued meanwhile (group.py).
+        """
         try:
-            await self.write(method, *args)
+            await self._group.run(lambda writer: method(writer, *args))
         except INDEX_TROUBLE as exc:
             LOGGER.error("the index could not record a change (the next rescan repairs it): %s", _what(exc))
 

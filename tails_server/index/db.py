@@ -17,10 +17,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import portalocker
 
@@ -157,6 +158,17 @@ def _statements(script: str) -> Iterator[str]:
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction; inside one already open (a group, see Writer.grouped), a savepoint."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO part")
+            conn.execute("RELEASE part")
+            raise
+        conn.execute("RELEASE part")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -309,6 +321,24 @@ class Writer:
     def set_meta(self, **values) -> None:
         with _transaction(self.conn):
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def grouped(self, writes: list[Callable[[Writer], Any]]) -> list[tuple[bool, Any]]:
+        """Run writes in one transaction, each undone alone if it fails: (True, result) or (False, error) each."""
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with _transaction(self.conn):
+                for write in writes:
+                    try:
+                        with _transaction(self.conn):  # a savepoint: undone alone if the write fails
+                            result = write(self)
+                        outcomes.append((True, result))
+                    except Exception as exc:
+                        if not self.conn.in_transaction:  # SQLite gave up the whole transaction (a full disk, I/O)
+                            raise
+                        outcomes.append((False, exc))
+        except Exception as exc:  # nothing of the group is stored
+            return [(False, exc)] * len(writes)
+        return outcomes
 
     def begin(self, names: list[str]) -> None:
         """Note that this process is about to change these names in the store."""
