@@ -103,3 +103,19 @@ async def test_a_lost_transaction_fails_the_whole_group(index):
     assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
     assert pending_names(path) == ["hold"]
     assert not writer.conn.in_transaction
+
+
+async def test_no_connection_fails_the_group_instead_of_leaving_it_waiting(tmp_path):
+    writer_thread = ThreadPoolExecutor(1)
+
+    def unopenable() -> db.Writer:
+        return db.Writer(tmp_path / "missing" / "index.sqlite3")  # its directory does not exist
+
+    group = GroupCommit(writer_thread, unopenable)
+    try:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(group.run(lambda w: w.begin(["a"])), group.run(lambda w: w.begin(["b"])), return_exceptions=True), 10
+        )
+    finally:
+        writer_thread.shutdown()
+    assert [type(o) for o in outcomes] == [sqlite3.OperationalError] * 2

@@ -53,7 +53,10 @@ class GroupCommit:
         with self._lock:
             if self._open is group:
                 self._open = None
-        outcomes = self._connection().grouped([write for write, _ in group])
+        try:
+            outcomes = self._connection().grouped([write for write, _ in group])
+        except Exception as exc:  # no connection (an unreadable file): every waiter hears why
+            outcomes = [(False, exc)] * len(group)
         try:
             loop.call_soon_threadsafe(_settle, group, outcomes)
         except RuntimeError:  # the loop is closed: nobody waits for these any more
