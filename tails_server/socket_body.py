@@ -5,7 +5,7 @@ and its stream reader, and all uploads of a worker took turns on its one event-l
 once the handler has the headers (and a multipart body's part headers), the event loop stops reading
 the connection and a worker thread moves the rest of the Content-Length body into the temp file with
 splice() (socket -> pipe -> file: the bytes never enter Python), then hashes and checks what landed
-there through a read-only mapping, 1 MiB at a time (a blocking receiver that read into Python and
+there through a mapping, 1 MiB at a time (a blocking receiver that read into Python and
 wrote back out used ~35% more CPU per 4 MiB upload). aiohttp's parser never sees those bytes, so the
 connection closes after the response. TLS and chunked bodies, and filesystems that cannot take
 splice(), stay on the event loop.
@@ -24,6 +24,7 @@ from concurrent.futures import Executor, Future
 
 from aiohttp import hdrs, web
 
+from . import memsearch
 from .errors import SHUTTING_DOWN, BadRequest, RequestTimeout, Unavailable
 from .limits.pace import TICK, BodyClock
 from .parts import NO_CLOSING_BOUNDARY
@@ -255,12 +256,10 @@ class _FileContent:
                 raise BadRequest(NO_CLOSING_BOUNDARY)
             return
         start = self.hashed - self.hashed % mmap.ALLOCATIONGRANULARITY
-        with mmap.mmap(
-            self._receiver.temp.fd, written - start, mmap.MAP_SHARED, mmap.PROT_READ, offset=start
-        ) as mapped:
+        with memsearch.map_region(self._receiver.temp.fd, written - start, start) as mapped:
             upto = written
             if self._delimiter is not None:
-                cut = mapped.find(self._delimiter, self.hashed - start)
+                cut = memsearch.find(mapped, self._delimiter, self.hashed - start)
                 if cut >= 0:
                     upto = self.end = start + cut
                 elif last:
