@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import mmap
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import memsearch
 from ..ids import RevRegId, TailsHash
 from .journal import Journal
 
@@ -243,7 +243,7 @@ def _splice_works(directory: Path) -> bool:
             finally:
                 os.close(read)
                 os.close(write)
-            with mmap.mmap(file.fileno(), 1, mmap.MAP_SHARED, mmap.PROT_READ) as mapped:
+            with memsearch.map_region(file.fileno(), 1, 0) as mapped:
                 return mapped[:1] == b"\1"
     except (OSError, ValueError):
         return False
