@@ -45,6 +45,16 @@ def test_same_answer_as_mmap_find(tmp_path_factory, before: bytes, after: bytes,
         assert memsearch.find(mapped, NEEDLE[:5], start) == data.find(NEEDLE[:5], start)
 
 
+def test_without_memmem_mmap_find_answers(tmp_path: Path, monkeypatch) -> None:
+    """Where libc has no memmem the module falls back on mmap.find: the same answers."""
+    monkeypatch.setattr(memsearch, "_MEMMEM", None)
+    data = b"x" * 5000 + NEEDLE + b"y" * 100 + NEEDLE
+    with mapped_file(tmp_path / "f", data, offset=4096) as mapped:
+        assert memsearch.find(mapped, NEEDLE) == 5000 - 4096
+        assert memsearch.find(mapped, NEEDLE, 5000 - 4096 + 1) == data.find(NEEDLE, 5001) - 4096
+        assert memsearch.find(mapped, NEEDLE, len(mapped) - 3) == -1
+
+
 def test_first_of_many_in_a_large_region_at_an_offset(tmp_path: Path) -> None:
     """A region mapped from a page offset, with a partial delimiter at every page edge before the real one."""
     page = 4096
