@@ -31,7 +31,9 @@ def map_region(fd: int, length: int, offset: int) -> mmap.mmap:
     """Map a file region for reading and searching.
 
     Private and writable, because ctypes can only take the address of a writable buffer: nothing
-    ever writes to it, so its pages stay the page cache's own and the file is never changed.
+    ever writes to it, so its pages stay the page cache's own and the file is never changed. Under
+    strict overcommit (vm.overcommit_memory=2) such a mapping counts against the commit limit:
+    one batch (1 MiB) per upload being received.
     """
     return mmap.mmap(fd, length, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
 
