@@ -19,6 +19,8 @@ included.
 With --uploads, 16 clients PUT /hash distinct 4 MiB tails files (as bench/run.py does) and the
 yardstick is the durable-write ceiling: the same files hashed, written, fdatasync'ed and linked by
 threads of this process, with no network. CPU per upload is in ms; the client's is this process's.
+Then each server's CPU per upload by kind of thread, from the names the kernel has for them
+(tails-receive, tails-index-wri, tails-io, ...; the main threads run the event loops).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import run as bench  # nginx, wrk, tails files, servers
@@ -66,6 +69,21 @@ def cpu_ticks(proc: bench.Proc) -> int:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total
+
+
+def ticks_by_thread(proc: bench.Proc) -> Counter[str]:
+    """Clock ticks of a server's live threads by kind: the kernel's thread name without its number."""
+    ticks: Counter[str] = Counter()
+    for pid in proc.pids():
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:  # the thread ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            kind = "event loop" if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("0123456789_")
+            ticks[kind] += int(fields[11]) + int(fields[12])
+    return ticks
 
 
 def start_from(tree: Path, name: str, workdir: Path, storage: Path, *extra: str) -> bench.Proc:
@@ -166,6 +184,8 @@ async def uploads_ab(options: argparse.Namespace, workdir: Path) -> int:
         "ceiling": Ceiling(workdir / "ceiling"),
     }
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+    by_thread: dict[str, Counter[str]] = {name: Counter() for name in servers}
+    uploads: Counter[str] = Counter()
     try:
         for number in range(options.rounds):
             order = list(servers.items())
@@ -175,10 +195,12 @@ async def uploads_ab(options: argparse.Namespace, workdir: Path) -> int:
                     load, ticks = await server.throughput(files, options.seconds), None
                 else:
                     proc, store = server
-                    before = cpu_ticks(proc)
+                    before, threads_before = cpu_ticks(proc), ticks_by_thread(proc)
                     load = await upload_throughput(proc.port, files, 16, store, options.seconds, options.uploads == "multipart")
                     ticks = cpu_ticks(proc) - before
+                    by_thread[name] += ticks_by_thread(proc) - threads_before
                 count = load["uploads_s"] * load["seconds"]
+                uploads[name] += count
                 mine = own_seconds() - mine_before
                 served = mine if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
                 results[name].append((load["mb_s"], served / count * 1e3, 0.0 if ticks is None else mine / count * 1e3))
@@ -189,6 +211,11 @@ async def uploads_ab(options: argparse.Namespace, workdir: Path) -> int:
         shutil.rmtree(workdir, ignore_errors=True)  # 64 files of 4 MiB and three stores
     report(f"PUT /hash 4 MiB {options.uploads}, 16 clients, {options.rounds} rounds of {options.seconds} s (base: {options.base})",
            results, "ceiling", ("MB/s", "ms CPU/upload", "this process"))
+    print("ms CPU per upload by thread, all rounds:")
+    tick = 1e3 / os.sysconf("SC_CLK_TCK")
+    for name, ticks in by_thread.items():
+        if ticks:
+            print(f"{name:7s} " + "  ".join(f"{kind} {n * tick / uploads[name]:.2f}" for kind, n in ticks.most_common()))
     return 0
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import __version__, logs, metrics, openapi
+from . import __version__, logs, metrics, openapi, threads
 from .auth import UPLOAD_METHODS, ApiKeys
 from .config import Settings
 from .downloads import serve
@@ -221,7 +220,7 @@ def create_app(settings: Settings) -> web.Application:
     async def startup(_app: web.Application) -> None:
         # Worker threads hash, write and fsync uploads and wait on locks: enough of them that a
         # few slow fsyncs never stall the hashing of other uploads.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "tails-io"))
+        asyncio.get_running_loop().set_default_executor(threads.pool(WORKER_THREADS, "tails-io"))
         LedgerClient.configure(settings.ledger_timeout)
         await storage.start()
         catalog.open()

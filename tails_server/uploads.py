@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -14,6 +14,7 @@ from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import threads
 from .errors import SHUTTING_DOWN, BadRequest, Conflict, InsufficientStorage, PayloadTooLarge, Unavailable, from_os_error
 from .genesis import Genesis
 from .ids import RevRegId, TailsHash
@@ -144,7 +145,7 @@ class Uploads:
         self.slots = slots or UploadSlots(64, 64, 0, float("inf"), ClientAddress([]))
         # One thread per upload whose body is read off the socket: a slow client holds its own
         # thread, never one that hashes, syncs or locks for others.
-        self.threads = ThreadPoolExecutor(self.slots.total, "tails-receive")
+        self.threads = threads.pool(self.slots.total, "tails-receive")
         self._in_flight: dict[int, web.Request] = {}  # uploads being handled, by id(): requests are unhashable
         self._ledgers: tuple[Genesis | None, Genesis | None] = (None, None)  # of the last two uploads by id
 

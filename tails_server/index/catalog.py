@@ -15,10 +15,10 @@ import logging
 import os
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import threads
 from ..errors import Unavailable
 from ..ids import RevRegId, TailsHash
 from ..storage import Name, Storage, TempFile
@@ -60,8 +60,8 @@ class Catalog:
         self.path = path
         self.progress = Progress()
         self.origin = ""
-        self._readers = ThreadPoolExecutor(READER_THREADS, "tails-index-read")
-        self._writer = ThreadPoolExecutor(1, "tails-index-write")
+        self._readers = threads.pool(READER_THREADS, "tails-index-read")
+        self._writer = threads.pool(1, "tails-index-write")
         self._group = GroupCommit(self._writer, self._writer_conn)  # the store writes' small index writes
         self._reader_connections: db.ThreadConnections | None = None
         self._write_connection: db.Writer | None = None
