@@ -101,10 +101,12 @@ class TailsReceiver:
         """Write what is left, check the format, make the file durable and return its hash."""
         if self._result is not None:  # finished by the thread that received the body
             return self._result
-        await self._flush()
         await self._wait()
         self._check_format()
-        await asyncio.get_running_loop().run_in_executor(None, self.temp.sync)
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        # The last batch and the sync in one trip to a thread: for a small upload, the only one.
+        self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume_and_sync, chunks)
+        await self._wait()
         return TailsHash.of_digest(self._sha.digest())
 
     def finish_blocking(self) -> None:
@@ -120,11 +122,20 @@ class TailsReceiver:
             raise BadRequest(BAD_SIZE)
 
     async def abort(self) -> None:
-        """Let a running write finish before the temp file is removed."""
-        try:
-            await self._wait()
-        except Exception:  # the upload is failing anyway; its own error is what the client sees
-            pass
+        """Let a running write finish before the temp file is removed, even if this wait is cancelled.
+
+        Its error, if any, is not raised: the upload is failing anyway, and its own error is what
+        the client sees.
+        """
+        cancelled = False
+        while self._pending is not None and not self._pending.done():
+            try:
+                await asyncio.wait((self._pending,))
+            except asyncio.CancelledError:  # the thread may still write to the file: wait on
+                cancelled = True
+        self._pending = None
+        if cancelled:
+            raise asyncio.CancelledError()
 
     async def _flush(self) -> None:
         if not self._chunks:
@@ -134,9 +145,16 @@ class TailsReceiver:
         self._pending = asyncio.get_running_loop().run_in_executor(None, self._consume, chunks)
 
     async def _wait(self) -> None:
+        """Wait for the batch a thread is writing; a cancelled wait leaves it pending, for abort()."""
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+            await asyncio.shield(self._pending)
+            self._pending = None
+
+    def _consume_and_sync(self, chunks: list[bytes]) -> None:
+        """Worker thread: the last batch, then the file made durable."""
+        if chunks:
+            self._consume(chunks)
+        self.temp.sync()
 
     def _consume(self, chunks: list[bytes]) -> None:
         """Worker thread: hash and write one batch, and start its write-back."""
