@@ -153,5 +153,4 @@ async def _publish(catalog: Catalog, path: Path, tails_hash: TailsHash | None, r
         await catalog.publish(tails_hash or rev_reg_id, temp, actual)
         return actual
     finally:
-        await receiver.abort()
-        temp.discard()
+        await receiver.close()

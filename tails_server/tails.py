@@ -137,6 +137,13 @@ class TailsReceiver:
         if cancelled:
             raise asyncio.CancelledError()
 
+    async def close(self) -> None:
+        """abort(), then remove the temp file: it never survives the upload, even if this wait is cancelled."""
+        try:
+            await self.abort()
+        finally:
+            self.temp.discard()
+
     async def _flush(self) -> None:
         if not self._chunks:
             return

@@ -299,8 +299,7 @@ class Uploads:
                     raise Conflict(ALREADY_STORED)
                 return actual
         finally:
-            await receiver.abort()
-            temp.discard()
+            await receiver.close()
 
 
 async def _next_chunk(read_chunk: ReadChunk, expected: asyncio.Future) -> bytes:

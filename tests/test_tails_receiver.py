@@ -60,6 +60,28 @@ async def test_abort_waits_for_a_write_whose_wait_was_cancelled(tmp_path: Path) 
         os.close(read)
 
 
+async def test_close_removes_the_temp_file_even_when_its_wait_is_cancelled(tmp_path: Path) -> None:
+    temp, read = blocked_temp_file(tmp_path)
+    receiver = TailsReceiver(temp, 1 << 30)
+    data, _ = random_tails(BATCH // 128)
+    try:
+        await receiver.feed(data)  # a batch the thread cannot finish writing until the pipe is drained
+        closing = asyncio.ensure_future(receiver.close())
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        drainer = threading.Thread(target=drain, args=(read, BATCH))
+        drainer.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(closing, return_exceptions=True), 10)
+        finally:
+            drainer.join()
+        assert closing.cancelled()
+        assert not temp.path.exists() and temp.fd is None
+    finally:
+        temp.discard()
+        os.close(read)
+
+
 async def test_a_small_upload_is_written_and_synced_in_one_trip(tmp_path: Path) -> None:
     """finish() writes the last batch and syncs it: the file holds every byte and the hash is right."""
     temp = TempFile(tmp_path)
@@ -71,5 +93,5 @@ async def test_a_small_upload_is_written_and_synced_in_one_trip(tmp_path: Path) 
         assert (await receiver.finish()).value == tails_hash
         assert temp.path.read_bytes() == data
     finally:
-        await receiver.abort()
-        temp.discard()
+        await receiver.close()
+    assert not temp.path.exists()
