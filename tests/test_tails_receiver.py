@@ -27,6 +27,16 @@ def drain(read: int, count: int) -> None:
         count -= len(os.read(read, min(count, 1 << 16)))
 
 
+async def drained_until_done(read: int, count: int, task: asyncio.Future) -> None:
+    """Let the blocked writer go (a thread reads `count` bytes of the pipe), then wait for `task` to end."""
+    drainer = threading.Thread(target=drain, args=(read, count))
+    drainer.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+    finally:
+        drainer.join()
+
+
 async def test_abort_waits_for_a_write_whose_wait_was_cancelled(tmp_path: Path) -> None:
     temp, read = blocked_temp_file(tmp_path)
     receiver = TailsReceiver(temp, 1 << 30)
@@ -48,12 +58,7 @@ async def test_abort_waits_for_a_write_whose_wait_was_cancelled(tmp_path: Path) 
         await asyncio.sleep(0.05)
         assert not aborting.done()
 
-        drainer = threading.Thread(target=drain, args=(read, BATCH))
-        drainer.start()
-        try:
-            await asyncio.wait_for(asyncio.gather(aborting, return_exceptions=True), 10)
-        finally:
-            drainer.join()
+        await drained_until_done(read, BATCH, aborting)
         assert aborting.cancelled() or isinstance(aborting.exception(), asyncio.CancelledError)
     finally:
         temp.discard()
@@ -69,12 +74,7 @@ async def test_close_removes_the_temp_file_even_when_its_wait_is_cancelled(tmp_p
         closing = asyncio.ensure_future(receiver.close())
         await asyncio.sleep(0.05)
         closing.cancel()
-        drainer = threading.Thread(target=drain, args=(read, BATCH))
-        drainer.start()
-        try:
-            await asyncio.wait_for(asyncio.gather(closing, return_exceptions=True), 10)
-        finally:
-            drainer.join()
+        await drained_until_done(read, BATCH, closing)
         assert closing.cancelled()
         assert not temp.path.exists() and temp.fd is None
     finally:
